@@ -1,0 +1,23 @@
+"""The folder nnU-Net searches for our trainers, and the start-up hook that points it here.
+
+nnU-Net 2.8 looks up trainers it does not ship in the folders listed in ``nnUNet_extTrainer``
+(importing every module there). This folder holds one shim module that re-exports our trainers,
+so the classes nnU-Net finds keep their canonical module ``nnunet_teachformer.trainers...`` and
+checkpoints pickle and load as usual. Importing this package (done by ``nnunet_teachformer.pth`` at
+interpreter start-up) appends this folder to ``nnUNet_extTrainer``, keeping the user's own folders.
+"""
+import os
+
+EXT_TRAINER_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def register_ext_trainer_dir(environ=os.environ) -> str:
+    """Appends this folder to ``nnUNet_extTrainer`` unless it is already listed; returns the new value."""
+    current = [p for p in environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    if not any(os.path.abspath(p) == EXT_TRAINER_DIR for p in current):
+        current.append(EXT_TRAINER_DIR)
+    environ["nnUNet_extTrainer"] = os.pathsep.join(current)
+    return environ["nnUNet_extTrainer"]
+
+
+register_ext_trainer_dir()
