@@ -1,0 +1,1 @@
+"""Architectures: the transformer teachers and the light students, each with distillation taps."""

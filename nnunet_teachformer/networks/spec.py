@@ -1,0 +1,55 @@
+"""``NetworkSpec``: what the trainers, planner and summaries need to know about an architecture.
+
+One spec per architecture (in its own module): how to build it from nnU-Net's plans, its width
+presets (``paper`` = the size its paper uses, ``tiny`` = CPU tests), which patch sizes it can take,
+whether it has deep-supervision heads, and whether the Teach-Former paper uses it as a teacher.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional, Sequence, Tuple
+
+from torch import nn
+
+from nnunet_teachformer.errors import TeachFormerError
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    # builder(num_input_channels, num_classes, patch_size, deep_supervision, **preset) -> nn.Module
+    builder: Callable[..., nn.Module]
+    presets: Mapping[str, Mapping]
+    # every spatial axis of a patch must be a multiple of this
+    patch_multiple: int
+    role: str  # "teacher" or "student"
+    # relative output resolutions of the deep-supervision heads, highest first; None: no heads
+    deep_supervision_scales: Optional[Tuple[float, ...]] = None
+    reference: str = ""
+    notes: str = field(default="", compare=False)
+
+    @property
+    def has_deep_supervision(self) -> bool:
+        return self.deep_supervision_scales is not None
+
+    def patch_problem(self, patch_size: Sequence[int], dataset: str = "<ID>") -> Optional[str]:
+        """Why this network cannot take ``patch_size``, or None if it can (``dataset`` goes into the fix)."""
+        if len(patch_size) != 3:
+            return f"{self.name} is a 3D network; the configuration's patch {list(patch_size)} is not 3D."
+        bad = [int(p) for p in patch_size if int(p) % self.patch_multiple]
+        if bad:
+            fixed = [max(self.patch_multiple, round(int(p) / self.patch_multiple) * self.patch_multiple)
+                     for p in patch_size]
+            return (f"{self.name} needs every patch axis to be a multiple of {self.patch_multiple}, "
+                    f"but the plans' patch size is {list(patch_size)}. Plan the dataset with "
+                    f"`teachformer plan -d {dataset}` (TeachFormerPlans, multiples of 32) and train with "
+                    f"`-p TeachFormerPlans`, or edit the configuration's patch_size in the plans to e.g. {fixed}.")
+        return None
+
+    def build(self, num_input_channels: int, num_classes: int, patch_size: Sequence[int],
+              preset: str = "paper", deep_supervision: bool = False) -> nn.Module:
+        if preset not in self.presets:
+            raise KeyError(f"{self.name} has no preset {preset!r}; presets: {sorted(self.presets)}")
+        problem = self.patch_problem(patch_size)
+        if problem:
+            raise TeachFormerError(problem)
+        return self.builder(num_input_channels, num_classes, tuple(int(p) for p in patch_size),
+                            deep_supervision and self.has_deep_supervision, **self.presets[preset])

@@ -1,0 +1,75 @@
+"""Distillation taps: the two feature maps every network exposes, and the hook helper that reads them.
+
+Every network in this package implements ``distillation_taps() -> {"coarse": Tap, "fine": Tap}``:
+*coarse* is the output of the last encoder stage (E_n, the bottleneck), *fine* the output of the
+second-to-last decoder stage (D_{n-1}). A ``Tap`` names a submodule and whether its output or its
+first positional input is the feature map (UNETR's bottleneck is only visible as the input of its
+first decoder block).
+
+``capture_taps`` registers forward hooks for the duration of a ``with`` block only, so a network
+keeps no extra activations when nobody asks, and the forward result is untouched (hooks only read).
+It works under ``torch.inference_mode()`` (teachers) and under autograd (the student: the captured
+tensors stay in the graph).
+"""
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Dict, Iterator, Sequence
+
+import torch
+from torch import nn
+
+TAP_NAMES = ("coarse", "fine")
+
+
+@dataclass(frozen=True)
+class Tap:
+    module: nn.Module
+    read: str = "output"  # "output" or "input" (the first positional input)
+
+    def __post_init__(self):
+        if self.read not in ("output", "input"):
+            raise ValueError(f"Tap.read must be 'output' or 'input', not {self.read!r}")
+
+
+def unwrap_network(network: nn.Module) -> nn.Module:
+    """Strips DDP and torch.compile wrappers, as nnU-Net does before touching network attributes."""
+    if isinstance(network, nn.parallel.DistributedDataParallel):
+        network = network.module
+    return getattr(network, "_orig_mod", network)
+
+
+def _first_tensor(value):
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    raise TypeError(f"tap produced {type(value).__name__}, expected a tensor")
+
+
+@contextmanager
+def capture_taps(network: nn.Module, names: Sequence[str] = TAP_NAMES) -> Iterator[Dict[str, torch.Tensor]]:
+    """Within the block, every forward of ``network`` stores the named tap features in the yielded dict.
+
+    A second forward inside the same block overwrites the first one's features.
+    """
+    taps = unwrap_network(network).distillation_taps()
+    unknown = [n for n in names if n not in taps]
+    if unknown:
+        raise KeyError(f"{type(unwrap_network(network)).__name__} has no tap(s) {unknown}; it has {sorted(taps)}")
+    features: Dict[str, torch.Tensor] = {}
+    handles = []
+    for name in names:
+        tap = taps[name]
+        if tap.read == "output":
+            def hook(_module, _inputs, output, name=name):
+                features[name] = _first_tensor(output)
+            handles.append(tap.module.register_forward_hook(hook))
+        else:
+            def pre_hook(_module, inputs, name=name):
+                features[name] = _first_tensor(inputs)
+            handles.append(tap.module.register_forward_pre_hook(pre_hook))
+    try:
+        yield features
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,2 @@
+"""nnU-Net trainers of nnunet-teachformer (re-exported for nnU-Net's lookup by nnunet_ext)."""
+from nnunet_teachformer.trainers.architectures import *  # noqa: F401,F403

@@ -1,0 +1,18 @@
+"""Mix-ins for nnU-Net-style short variants: ``class XTrainer_tiny(Tiny, XTrainer): pass``.
+
+They only set class attributes that ``ArchitectureTrainer`` reads, so they combine with any trainer
+of this package (the mix-in goes first so its values win).
+"""
+
+
+class Tiny:
+    """CPU-test preset used by the tests and the demo: tiny width, 2 epochs of 5 iterations, 2 validation iterations."""
+    network_preset = "tiny"
+    epochs = 2
+    iterations_per_epoch = 5
+    val_iterations_per_epoch = 2
+
+
+class FiveEpochs:
+    """nnU-Net's ``_5epochs`` idea: the real network, 5 epochs, for checking a set-up end to end."""
+    epochs = 5
