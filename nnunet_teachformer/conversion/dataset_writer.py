@@ -1,0 +1,70 @@
+"""Writing an nnU-Net raw dataset all-or-nothing.
+
+Every converter writes into a hidden temporary folder beside the target and moves it into place only
+when the whole dataset, ``dataset.json`` included, is written: an interrupted conversion never leaves
+a half dataset that nnU-Net would accept. An existing dataset with the same id is never replaced
+unless the caller asks for it (``overwrite=True``).
+"""
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+from nnunet_teachformer.errors import TeachFormerError
+
+
+def resolve_raw_root(out: Optional[Union[str, Path]]) -> Path:
+    """The folder datasets are written to: ``out`` if given, else ``$nnUNet_raw``."""
+    root = out if out is not None else os.environ.get("nnUNet_raw")
+    if not root:
+        raise TeachFormerError("No output folder: pass --out DIR or export nnUNet_raw=/path/to/nnUNet_raw "
+                               "(the folder nnU-Net reads raw datasets from).")
+    return Path(root).expanduser().resolve()
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    if not 1 <= int(dataset_id) <= 999:
+        raise TeachFormerError(f"Dataset id {dataset_id} is outside 1..999, the range nnU-Net accepts.")
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+        raise TeachFormerError(f"Dataset name {name!r} may only use letters, digits, '_' and '-'.")
+    return f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def existing_datasets_with_id(raw_root: Path, dataset_id: int):
+    prefix = f"Dataset{int(dataset_id):03d}_"
+    if not raw_root.is_dir():
+        return []
+    return sorted(p for p in raw_root.iterdir() if p.is_dir() and p.name.startswith(prefix))
+
+
+@contextmanager
+def atomic_dataset_folder(raw_root: Path, dataset_id: int, name: str, overwrite: bool = False) -> Iterator[Path]:
+    """Yields a temporary folder to fill; on success it becomes ``raw_root/DatasetXXX_name``.
+
+    Refuses (before anything is written) when a dataset with this id exists and ``overwrite`` is False.
+    On any exception the temporary folder is removed and the existing dataset is left as it was.
+    """
+    target = raw_root / dataset_folder_name(dataset_id, name)
+    existing = existing_datasets_with_id(raw_root, dataset_id)
+    if existing and not overwrite:
+        raise TeachFormerError(
+            f"{existing[0]} already exists: dataset id {dataset_id} is taken. Pass --overwrite to replace it, "
+            f"or choose another --dataset-id.")
+    raw_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=raw_root))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replaced = []
+    for old in existing:
+        trash = raw_root / f".{old.name}.replaced-{os.getpid()}"
+        old.rename(trash)
+        replaced.append(trash)
+    tmp.rename(target)
+    for trash in replaced:
+        shutil.rmtree(trash)
