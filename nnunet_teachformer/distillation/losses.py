@@ -4,12 +4,14 @@
   ``MemoryEfficientSoftDiceLoss``), on one output; deep supervision wraps it with nnU-Net's
   ``DeepSupervisionWrapper``. Every trainer of this package uses it, so the baseline students and
   the distilled students are trained with the same segmentation objective.
-* L_AFS and L_PWD: see ``attention_feature_similarity`` and ``pixelwise_distillation`` below.
+* L_PWD (``pixelwise_distillation``): pixel-wise KL divergence from the teachers' combined class
+  probabilities to the student's, with temperature T and T^2 scaling (Hinton et al.).
+* L_AFS lives in ``attention.py``.
 
 All losses take nnU-Net's targets: (B, 1, *spatial) integer labels; voxels carrying the dataset's
 ignore label are left out.
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from monai.losses import FocalLoss
@@ -44,3 +46,42 @@ def valid_mask(target: torch.Tensor, ignore_label: Optional[int]) -> Optional[to
     if ignore_label is None:
         return None
     return target != ignore_label
+
+
+def combine_teacher_probabilities(teacher_probs: Sequence[torch.Tensor], how: str = "mean",
+                                  target: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One (B, C, *spatial) distribution from several teachers' class probabilities.
+
+    ``mean``: plain average. ``gt_confidence``: per voxel, each teacher weighted by its probability of
+    the ground-truth class (needs ``target``). ``entropy``: per voxel, weights proportional to
+    exp(-entropy), so confident teachers count more.
+    """
+    stacked = torch.stack(list(teacher_probs))  # (K, B, C, *spatial)
+    if how == "mean" or len(teacher_probs) == 1:
+        return stacked.mean(0)
+    if how == "gt_confidence":
+        if target is None:
+            raise ValueError("gt_confidence needs the target")
+        labels = target.long().clamp(0, stacked.shape[2] - 1)  # ignore-label voxels: any class, masked later
+        index = labels[None].expand(stacked.shape[0], *labels.shape)
+        weights = torch.gather(stacked, 2, index)  # (K, B, 1, *spatial)
+    elif how == "entropy":
+        weights = torch.exp((stacked * torch.log(stacked.clamp_min(1e-8))).sum(2, keepdim=True))
+    else:
+        raise ValueError(f"unknown teacher combination {how!r}; use mean, gt_confidence or entropy")
+    weights = weights / weights.sum(0, keepdim=True).clamp_min(1e-8)
+    return (weights * stacked).sum(0)
+
+
+def pixelwise_distillation(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float,
+                           valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """L_PWD = T^2 * mean over voxels of KL(p_teacher || softmax(z_student / T)).
+
+    ``teacher_probs`` must already be softmax(z_teacher / T) (combined over teachers); ``valid`` is the
+    (B, 1, *spatial) mask of voxels that count.
+    """
+    log_ps = torch.log_softmax(student_logits.float() / temperature, dim=1)
+    pt = teacher_probs.float()
+    kl = (pt * (torch.log(pt.clamp_min(1e-8)) - log_ps)).sum(1, keepdim=True)
+    kl = kl.mean() if valid is None else (kl * valid).sum() / valid.sum().clamp_min(1)
+    return kl * temperature ** 2

@@ -1,2 +1,4 @@
 """nnU-Net trainers of nnunet-teachformer (re-exported for nnU-Net's lookup by nnunet_ext)."""
 from nnunet_teachformer.trainers.architectures import *  # noqa: F401,F403
+from nnunet_teachformer.trainers.teachformer import TeachFormerTrainer  # noqa: F401
+from nnunet_teachformer.trainers.teachformer_variants import *  # noqa: F401,F403

@@ -6,13 +6,17 @@ of this package (the mix-in goes first so its values win).
 
 
 class Tiny:
-    """CPU-test preset used by the tests and the demo: tiny width, 2 epochs of 5 iterations, 2 validation iterations."""
+    """CPU-test preset used by the tests and the demo: tiny width, 2 epochs of 5 iterations, 2 validation
+    iterations; a distilled student learns from the ``_tiny`` teachers."""
     network_preset = "tiny"
+    teacher_variant = "_tiny"
     epochs = 2
     iterations_per_epoch = 5
     val_iterations_per_epoch = 2
 
 
 class FiveEpochs:
-    """nnU-Net's ``_5epochs`` idea: the real network, 5 epochs, for checking a set-up end to end."""
+    """nnU-Net's ``_5epochs`` idea: the real network, 5 epochs, for checking a set-up end to end
+    (a distilled student learns from the ``_5epochs`` teachers)."""
     epochs = 5
+    teacher_variant = "_5epochs"

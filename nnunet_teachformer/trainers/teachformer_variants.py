@@ -1,0 +1,100 @@
+"""Variants of ``TeachFormerTrainer``: the paper's ablations, the other student, combinations, short runs.
+
+Each is a subclass that changes class attributes only. ``_tiny`` versions (tiny widths, 2 epochs of 5
+iterations, the ``<Teacher>_tiny`` teachers) exist for CPU tests and the demo.
+"""
+from nnunet_teachformer.networks.uxnet import UXNET_LIGHT_SPEC
+from nnunet_teachformer.trainers.schedules import FiveEpochs, Tiny
+from nnunet_teachformer.trainers.teachformer import TeachFormerTrainer
+
+
+class TeachFormerTrainer_noAFS(TeachFormerTrainer):
+    """Pixel-wise distillation only."""
+    afs_weight = 0.0
+
+
+class TeachFormerTrainer_noPWD(TeachFormerTrainer):
+    """Attention-map distillation only."""
+    pwd_weight = 0.0
+
+
+class TeachFormerTrainer_coarseOnly(TeachFormerTrainer):
+    afs_taps = ("coarse",)
+
+
+class TeachFormerTrainer_fineOnly(TeachFormerTrainer):
+    afs_taps = ("fine",)
+
+
+class TeachFormerTrainer_HDenseFormerTeacher(TeachFormerTrainer):
+    teacher_trainers = ("HDenseFormerTrainer",)
+
+
+class TeachFormerTrainer_SwinUNETRTeacher(TeachFormerTrainer):
+    teacher_trainers = ("SwinUNETRTrainer",)
+
+
+class TeachFormerTrainer_UNETRTeacher(TeachFormerTrainer):
+    teacher_trainers = ("UNETRTrainer",)
+
+
+class TeachFormerTrainer_confidenceWeighted(TeachFormerTrainer):
+    """Per voxel, teachers weighted by their probability of the ground-truth class."""
+    pwd_combination = "gt_confidence"
+
+
+class TeachFormerTrainer_entropyWeighted(TeachFormerTrainer):
+    """Per voxel, teachers weighted by exp(-entropy): confident teachers count more."""
+    pwd_combination = "entropy"
+
+
+class TeachFormerTrainer_UXNetLightStudent(TeachFormerTrainer):
+    network_spec = UXNET_LIGHT_SPEC
+
+
+class TeachFormerTrainer_5epochs(FiveEpochs, TeachFormerTrainer):
+    pass
+
+
+class TeachFormerTrainer_tiny(Tiny, TeachFormerTrainer):
+    pass
+
+
+class TeachFormerTrainer_noAFS_tiny(Tiny, TeachFormerTrainer_noAFS):
+    pass
+
+
+class TeachFormerTrainer_noPWD_tiny(Tiny, TeachFormerTrainer_noPWD):
+    pass
+
+
+class TeachFormerTrainer_coarseOnly_tiny(Tiny, TeachFormerTrainer_coarseOnly):
+    pass
+
+
+class TeachFormerTrainer_fineOnly_tiny(Tiny, TeachFormerTrainer_fineOnly):
+    pass
+
+
+class TeachFormerTrainer_HDenseFormerTeacher_tiny(Tiny, TeachFormerTrainer_HDenseFormerTeacher):
+    pass
+
+
+class TeachFormerTrainer_SwinUNETRTeacher_tiny(Tiny, TeachFormerTrainer_SwinUNETRTeacher):
+    pass
+
+
+class TeachFormerTrainer_UNETRTeacher_tiny(Tiny, TeachFormerTrainer_UNETRTeacher):
+    pass
+
+
+class TeachFormerTrainer_confidenceWeighted_tiny(Tiny, TeachFormerTrainer_confidenceWeighted):
+    pass
+
+
+class TeachFormerTrainer_entropyWeighted_tiny(Tiny, TeachFormerTrainer_entropyWeighted):
+    pass
+
+
+class TeachFormerTrainer_UXNetLightStudent_tiny(Tiny, TeachFormerTrainer_UXNetLightStudent):
+    pass
