@@ -1,0 +1,143 @@
+"""The ``teachformer`` command: one subcommand per step of a Teach-Former study.
+
+Heavy imports (torch, nnU-Net, MONAI) happen inside the subcommands, so ``teachformer --help`` is fast.
+A ``TeachFormerError`` is printed as one paragraph and exits with status 2.
+"""
+import argparse
+import sys
+
+from nnunet_teachformer.errors import TeachFormerError
+
+
+def _convert_synthetic(a):
+    from nnunet_teachformer.conversion.synthetic import convert_synthetic
+    folder = convert_synthetic(a.dataset_id, a.cases, size=a.size, seed=a.seed, spacing=a.spacing,
+                               num_test_cases=a.test_cases, out=a.out, overwrite=a.overwrite)
+    print(f"Wrote {folder} ({a.cases} training cases, {a.test_cases} held-out cases).")
+
+
+def _convert_hecktor21(a):
+    from nnunet_teachformer.conversion.hecktor21 import convert_hecktor21
+    convert_hecktor21(a.src, dataset_id=a.dataset_id, crop_mm=a.crop, out=a.out, splits=a.splits,
+                      skip_bad=a.skip_bad, overwrite=a.overwrite)
+
+
+def _convert_picai22(a):
+    from nnunet_teachformer.conversion.picai22 import convert_picai22
+    convert_picai22(a.images_dir, a.labels_dir, dataset_id=a.dataset_id, labels=a.labels, out=a.out,
+                    splits=a.splits, skip_bad=a.skip_bad, overwrite=a.overwrite)
+
+
+def _plan(a):
+    from nnunet_teachformer.planners.plan import format_summary, plan_dataset
+    summary = plan_dataset(a.dataset, configuration=a.configuration, gpu_memory_gb=a.gpu_memory,
+                           num_processes=a.num_processes)
+    print(format_summary(summary))
+
+
+def _train(a):
+    from nnunet_teachformer.study import plan_study, run_study
+    runs = plan_study(a.dataset, a.folds, a.teachers, a.student, plans=a.plans, configuration=a.configuration,
+                      device=a.device, preset=a.preset)
+    if a.dry_run:
+        for r in runs:
+            print(("# done: " if r.finished else "") + r.shell())
+        return
+    run_study(runs)
+
+
+def _predict(a):
+    from nnunet_teachformer.study import predict
+    predict(a.input, a.output, a.dataset, a.folds, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
+            device=a.device, save_probabilities=a.save_probabilities)
+
+
+def _add_common_convert_args(p, default_id):
+    p.add_argument("--dataset-id", type=int, default=default_id, help=f"nnU-Net dataset id (default {default_id})")
+    p.add_argument("--out", default=None, help="raw-data root to write to (default: $nnUNet_raw)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="teachformer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    convert = sub.add_parser("convert", help="write an nnU-Net raw dataset").add_subparsers(dest="source",
+                                                                                           required=True)
+    p = convert.add_parser("synthetic", help="synthetic PET/CT phantom (CT + PET, labels GTVp/GTVn)")
+    _add_common_convert_args(p, 990)
+    p.add_argument("--cases", type=int, default=10, help="training cases (default 10)")
+    p.add_argument("--test-cases", type=int, default=0, help="held-out cases in imagesTs/labelsTs (default 0)")
+    p.add_argument("--size", type=int, default=48, help="field of view in mm = voxels per axis at 1 mm (default 48)")
+    p.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("Z", "Y", "X"),
+                   help="voxel spacing in mm (default 1 1 1; e.g. 2 1 1 for anisotropic slices)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_convert_synthetic)
+
+    p = convert.add_parser("hecktor21", help="HECKTOR 2021 PET/CT training or test folder")
+    p.add_argument("src", help="folder with <ID>_ct.nii.gz, <ID>_pt.nii.gz, [<ID>_gtvt.nii.gz] and the bbox CSV")
+    _add_common_convert_args(p, 501)
+    p.add_argument("--crop", type=float, default=144, help="edge of the cube cropped around the bounding box, mm")
+    p.add_argument("--splits", choices=["centre", "random"], default=None,
+                   help="also write splits_final.json (patient level)")
+    p.add_argument("--skip-bad", action="store_true", help="convert the valid cases and list the others")
+    p.set_defaults(func=_convert_hecktor21)
+
+    p = convert.add_parser("picai22", help="PI-CAI 2022 bpMRI (T2W, ADC, HBV)")
+    p.add_argument("images_dir", help="picai_public_images folder (fold0..fold4/<patient>/<patient>_<study>_*.mha)")
+    p.add_argument("labels_dir", help="picai_labels folder (csPCa_lesion_delineations/...)")
+    _add_common_convert_args(p, 502)
+    p.add_argument("--labels", choices=["human", "human+ai"], default="human")
+    p.add_argument("--splits", choices=["picai"], default=None, help="also write the official five folds")
+    p.add_argument("--skip-bad", action="store_true", help="convert the valid cases and list the others")
+    p.set_defaults(func=_convert_picai22)
+
+    p = sub.add_parser("plan", help="plan TeachFormerPlans (patches of multiples of 32) and preprocess")
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
+    p.add_argument("-c", "--configuration", default="3d_fullres")
+    p.add_argument("--gpu-memory", type=float, default=None, metavar="GB",
+                   help="GPU memory to plan patch and batch size for (default: nnU-Net's 8 GB)")
+    p.add_argument("-np", "--num-processes", type=int, default=2,
+                   help="processes for fingerprinting and preprocessing (default 2)")
+    p.set_defaults(func=_plan)
+
+    from nnunet_teachformer.study import PRESETS, STUDENT_TRAINERS, TEACHER_TRAINERS
+    p = sub.add_parser("train", help="train teachers, baseline and distilled students per fold (nnUNetv2_train)")
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
+    p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--teachers", nargs="+", choices=sorted(TEACHER_TRAINERS), default=list(TEACHER_TRAINERS))
+    p.add_argument("--student", choices=sorted(STUDENT_TRAINERS), default="hdenseformer_light")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="full",
+                   help="full: the paper's sizes and schedule; 5epochs: a quick check; tiny: CPU smoke run")
+    p.add_argument("-p", "--plans", default="TeachFormerPlans")
+    p.add_argument("-c", "--configuration", default="3d_fullres")
+    p.add_argument("--device", choices=["cuda", "cpu", "mps"], default="cuda")
+    p.add_argument("--dry-run", action="store_true", help="print the nnUNetv2_train commands and exit")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("predict", help="predict with the distilled student's fold ensemble (nnUNetv2_predict)")
+    p.add_argument("-i", "--input", required=True, help="folder of images named CASE_XXXX.nii.gz")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
+    p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("-tr", "--trainer", default="TeachFormerTrainer")
+    p.add_argument("-p", "--plans", default="TeachFormerPlans")
+    p.add_argument("-c", "--configuration", default="3d_fullres")
+    p.add_argument("--device", choices=["cuda", "cpu", "mps"], default="cuda")
+    p.add_argument("--save-probabilities", action="store_true")
+    p.set_defaults(func=_predict)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except TeachFormerError as e:
+        print(f"teachformer: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
