@@ -63,6 +63,9 @@ setup(
         "monai>=1.5",
         "batchgenerators>=0.25.1",
         "SimpleITK>=2.2.1",
+        "nibabel",
+        # the PI-CAI challenge's own preprocessing (resampling to T2W, cropping) for `teachformer convert picai22`
+        "picai_prep>=2.1,<3",
         "numpy>=1.24",
         "scipy",
         "matplotlib",

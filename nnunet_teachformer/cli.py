@@ -25,7 +25,8 @@ def _convert_hecktor21(a):
 def _convert_picai22(a):
     from nnunet_teachformer.conversion.picai22 import convert_picai22
     convert_picai22(a.images_dir, a.labels_dir, dataset_id=a.dataset_id, labels=a.labels, out=a.out,
-                    splits=a.splits, skip_bad=a.skip_bad, overwrite=a.overwrite)
+                    splits=a.splits, skip_bad=a.skip_bad, overwrite=a.overwrite, matrix_size=a.matrix_size,
+                    positives_only=a.positives_only)
 
 
 def _plan(a):
@@ -89,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_convert_args(p, 502)
     p.add_argument("--labels", choices=["human", "human+ai"], default="human")
     p.add_argument("--splits", choices=["picai"], default=None, help="also write the official five folds")
+    p.add_argument("--matrix-size", type=int, nargs=3, default=(24, 384, 384), metavar=("Z", "Y", "X"),
+                   help="centre crop/pad on the T2W grid (default 24 384 384, the paper's)")
+    p.add_argument("--positives-only", action="store_true",
+                   help="only cases with a csPCa lesion (with --labels human: the paper's 220 cases)")
     p.add_argument("--skip-bad", action="store_true", help="convert the valid cases and list the others")
     p.set_defaults(func=_convert_picai22)
 

@@ -1,0 +1,120 @@
+"""Case checks and reports shared by the HECKTOR 2021 and PI-CAI 2022 converters.
+
+A converter checks every case before it writes any (modalities present and readable, pixel values finite,
+label values known, modalities overlapping in physical space), lists each case with a problem and its
+reasons, and stops unless the user asked to skip the bad cases. After writing it prints a summary: cases
+written and skipped, output spacing and shape statistics. Sizes and spacings are reported in (z, y, x)
+order, like nnU-Net's plans.
+"""
+import itertools
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunet_teachformer.errors import TeachFormerError
+
+Problems = Dict[str, List[str]]  # case id -> reasons, in the order the cases were checked
+
+
+def read_image(path: Path, what: str, problems: List[str]) -> Optional[sitk.Image]:
+    """The image at ``path``, or None with 'missing/unreadable <what> (path)' added to ``problems``."""
+    if not path.is_file():
+        problems.append(f"missing {what} ({path})")
+        return None
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        problems.append(f"unreadable {what} ({path}): {detail}")
+        return None
+
+
+def physical_box(image: sitk.Image) -> np.ndarray:
+    """[[x, y, z] min, [x, y, z] max] in mm (world coordinates) of the space the voxels cover, edges included."""
+    edges = [(-0.5, n - 0.5) for n in image.GetSize()]
+    corners = np.array([image.TransformContinuousIndexToPhysicalPoint(c) for c in itertools.product(*edges)])
+    return np.stack([corners.min(axis=0), corners.max(axis=0)])
+
+
+def fraction_inside(box: np.ndarray, container: np.ndarray) -> float:
+    """Share of the volume of ``box`` that lies inside ``container`` (both as returned by physical_box)."""
+    overlap = np.clip(np.minimum(box[1], container[1]) - np.maximum(box[0], container[0]), 0, None)
+    return float(np.prod(overlap) / np.prod(box[1] - box[0]))
+
+
+def format_box(box: np.ndarray) -> str:
+    return "x {:.0f}..{:.0f}, y {:.0f}..{:.0f}, z {:.0f}..{:.0f} mm".format(*box.T.ravel())
+
+
+def overlap_problem(name: str, image: sitk.Image, reference_name: str, reference: sitk.Image) -> List[str]:
+    """A reason when ``image`` and ``reference`` share no volume in physical space."""
+    box, ref_box = physical_box(image), physical_box(reference)
+    if fraction_inside(box, ref_box) > 0:
+        return []
+    return [f"{name} and {reference_name} do not overlap in physical space ({name}: {format_box(box)}; "
+            f"{reference_name}: {format_box(ref_box)}); check the file's origin and direction"]
+
+
+def finite_problem(name: str, image: sitk.Image, path: Path) -> List[str]:
+    """A reason when a floating-point image (read from ``path``) holds NaN or infinite values."""
+    array = sitk.GetArrayViewFromImage(image)
+    if not np.issubdtype(array.dtype, np.floating):
+        return []
+    if path.name.endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        # SimpleITK's NIfTI reader silently turns NaN and inf into 0, so look at the stored values
+        array = np.asanyarray(nibabel.load(str(path)).dataobj)
+    bad = int(np.count_nonzero(~np.isfinite(array)))
+    return [f"{name} has {bad} NaN or infinite voxels"] if bad else []
+
+
+def label_values_problem(name: str, image: sitk.Image, allowed: Sequence[int]) -> List[str]:
+    """A reason when the label holds values outside ``allowed``."""
+    array = sitk.GetArrayViewFromImage(image)
+    unknown = ~np.isin(array, allowed)
+    if not unknown.any():
+        return []
+    found = np.unique(array[unknown])
+    shown = ", ".join(f"{v:g}" for v in found[:5]) + (", ..." if len(found) > 5 else "")
+    return [f"{name} has unknown values {shown} (allowed: {', '.join(map(str, allowed))})"]
+
+
+def format_problems(problems: Problems) -> str:
+    return "\n".join(f"  {case}: " + "; ".join(reasons) for case, reasons in problems.items())
+
+
+def enforce_problems(problems: Problems, num_cases: int, skip_bad: bool, what: str) -> None:
+    """Stops the conversion when a case has a problem, unless ``skip_bad``; then lists the cases left out."""
+    if not problems:
+        return
+    listing = format_problems(problems)
+    if len(problems) == num_cases:
+        raise TeachFormerError(f"All {num_cases} {what} cases have problems, nothing was written:\n{listing}")
+    if not skip_bad:
+        raise TeachFormerError(
+            f"{len(problems)} of {num_cases} {what} cases have problems, so nothing was written:\n{listing}\n"
+            f"Fix or remove these cases, or pass --skip-bad to convert the other {num_cases - len(problems)}.")
+    print(f"Skipping {len(problems)} of {num_cases} {what} cases (--skip-bad):\n{listing}")
+
+
+def describe_vectors(name: str, vectors: Iterable[Sequence[float]], unit: str = "") -> str:
+    """'name: a x b x c (all N cases)' or 'name: median a x b x c, min ..., max ...' (per axis)."""
+    values = np.array(list(vectors), dtype=float)
+    if len(values) == 0:
+        return f"{name}: -"
+    fmt = lambda v: " x ".join(f"{x:g}" for x in np.round(v, 3))  # noqa: E731
+    if np.allclose(values, values[0]):
+        return f"{name}: {fmt(values[0])}{unit} (all {len(values)} cases)"
+    return (f"{name}: median {fmt(np.median(values, axis=0))}{unit}, min {fmt(values.min(axis=0))}, "
+            f"max {fmt(values.max(axis=0))}")
+
+
+def zyx_size(image: sitk.Image) -> List[int]:
+    return list(reversed(image.GetSize()))
+
+
+def zyx_spacing(image: sitk.Image) -> List[float]:
+    return list(reversed(image.GetSpacing()))
