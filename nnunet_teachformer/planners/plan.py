@@ -1,0 +1,219 @@
+"""``teachformer plan``: fingerprint (if missing), plan with ``TeachFormerPlanner`` and preprocess a dataset.
+
+nnU-Net 2.8 looks planners up only inside its own package, so ``nnUNetv2_plan_and_preprocess -pl``
+cannot find ours; ``plan_dataset`` runs the same steps through nnU-Net's Python API
+(``extract_fingerprint_dataset``, the planner's ``plan_experiment`` as ``plan_experiment_dataset``
+calls it, ``preprocess_dataset``). Preprocessing is skipped when its result is already on disk: when the
+plans point at another plans' complete data folder (see the planner's reuse rule), or when a previous
+``TeachFormerPlans`` run preprocessed this configuration identically (re-planning with another
+``--gpu-memory`` changes patch and batch, not the data).
+
+``check_preprocessed`` is the guard for the steps that follow (training): it names what is missing and
+the command that makes it.
+"""
+import os
+import re
+from typing import List, Optional, Union
+
+from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, load_json, subdirs
+from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, preprocess_dataset
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+from nnunetv2.training.dataloading.nnunet_dataset import file_ending_dataset_mapping
+from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.planners.planner import PLANS_IDENTIFIER, TeachFormerPlanner, same_preprocessing
+
+GIB = 2 ** 30
+
+
+def dataset_id_of(dataset: Union[int, str]) -> int:
+    """990, "990" or "Dataset990_Name" -> 990."""
+    if isinstance(dataset, int):
+        return dataset
+    match = re.fullmatch(r"\s*(?:Dataset)?(\d{1,3})(?:_\S*)?\s*", str(dataset))
+    if not match:
+        raise TeachFormerError(f"-d {dataset!r}: give a dataset id (e.g. 990) or a dataset folder name "
+                               f"(e.g. Dataset990_TeachFormerPhantom).")
+    return int(match.group(1))
+
+
+def _require_folders(*names: str) -> None:
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        raise TeachFormerError(f"{', '.join(missing)} not set: nnU-Net needs its folders, e.g. "
+                               + " ".join(f"export {n}=/data/{n}" for n in missing) + ".")
+
+
+def resolve_dataset(dataset: Union[int, str], need_raw: bool = True) -> tuple:
+    """(id, name) of a dataset nnU-Net knows; with ``need_raw``, its raw folder must hold dataset.json."""
+    _require_folders(*(("nnUNet_raw",) if need_raw else ()), "nnUNet_preprocessed")
+    dataset_id = dataset_id_of(dataset)
+    candidates = list(find_candidate_datasets(dataset_id))
+    if not candidates:
+        known = sorted(subdirs(str(nnUNet_raw), prefix="Dataset", join=False)) \
+            if nnUNet_raw.is_set() and isdir(str(nnUNet_raw)) else []
+        raise TeachFormerError(
+            f"Unknown dataset id {dataset_id}: no Dataset{dataset_id:03d}_* in nnUNet_raw ({nnUNet_raw.get()}) "
+            f"or nnUNet_preprocessed ({nnUNet_preprocessed.get()}). Convert it first (e.g. `teachformer convert "
+            f"synthetic --dataset-id {dataset_id}`) or check the id and nnUNet_raw; datasets in nnUNet_raw: "
+            f"{', '.join(known) or 'none'}.")
+    if len(candidates) > 1:
+        raise TeachFormerError(f"Dataset id {dataset_id} is ambiguous: {', '.join(candidates)} (across nnUNet_raw, "
+                               f"nnUNet_preprocessed and nnUNet_results). Rename or remove all but one.")
+    name = str(candidates[0])
+    if need_raw and not isfile(join(nnUNet_raw, name, "dataset.json")):
+        raise TeachFormerError(
+            f"{name} has no raw data: {join(nnUNet_raw.get(), name, 'dataset.json')} is missing. Planning and "
+            f"preprocessing read the raw images; put the raw dataset there (or point nnUNet_raw at it).")
+    return dataset_id, name
+
+
+def _training_cases(dataset_name: str) -> tuple:
+    """(case identifiers, file ending) of the training cases: from the raw dataset, or without raw data from
+    the ground truth nnU-Net copies into nnUNet_preprocessed when it preprocesses."""
+    raw = join(nnUNet_raw, dataset_name) if nnUNet_raw.is_set() else None
+    if raw is not None and isfile(join(raw, "dataset.json")):
+        dataset_json = load_json(join(raw, "dataset.json"))
+        return sorted(get_filenames_of_train_images_and_targets(raw, dataset_json)), dataset_json["file_ending"]
+    base = join(nnUNet_preprocessed, dataset_name)
+    if not isfile(join(base, "dataset.json")) or not isdir(join(base, "gt_segmentations")):
+        return [], ""
+    ending = load_json(join(base, "dataset.json"))["file_ending"]
+    return sorted(f[:-len(ending)] for f in os.listdir(join(base, "gt_segmentations")) if f.endswith(ending)), ending
+
+
+def missing_preprocessed_cases(dataset_name: str, data_identifier: str) -> List[str]:
+    """Training cases without complete preprocessed data or without nnU-Net's copy of their ground truth."""
+    base = join(nnUNet_preprocessed, dataset_name)
+    folder = join(base, data_identifier)
+    cases, ending = _training_cases(dataset_name)
+    if not isdir(folder) or not os.listdir(folder):
+        return cases
+    present = set().union(*(dataset_class.get_identifiers(folder)  # blosc2 or numpy variant
+                            for dataset_class in file_ending_dataset_mapping.values()))
+    return [c for c in cases if c not in present or not isfile(join(folder, c + ".pkl")) or
+            not isfile(join(base, "gt_segmentations", c + ending))]
+
+
+def _fix_command(dataset_id: int, plans_identifier: str, configuration: str) -> str:
+    if plans_identifier == PLANS_IDENTIFIER:
+        return f"teachformer plan -d {dataset_id} -c {configuration}"
+    command = f"nnUNetv2_plan_and_preprocess -d {dataset_id} -c {configuration}"
+    if plans_identifier == "nnUNetPlans":
+        return command
+    resenc = re.fullmatch(r"nnUNetResEncUNet(\w+)Plans", plans_identifier)
+    if resenc:
+        return f"{command} -pl nnUNetPlannerResEnc{resenc.group(1)}"
+    return f"{command} -pl <the planner that writes {plans_identifier}>"
+
+
+def check_preprocessed(dataset: Union[int, str], plans_identifier: str = PLANS_IDENTIFIER,
+                       configuration: str = "3d_fullres") -> str:
+    """The preprocessed folder of ``configuration``; TeachFormerError naming the fix if it is not ready."""
+    dataset_id, name = resolve_dataset(dataset, need_raw=False)
+    plans_file = join(nnUNet_preprocessed, name, plans_identifier + ".json")
+    fix = _fix_command(dataset_id, plans_identifier, configuration)
+    if not isfile(plans_file):
+        raise TeachFormerError(f"{name} has not been planned with {plans_identifier} ({plans_file} is missing). "
+                               f"Run `{fix}` first.")
+    plans_manager = PlansManager(plans_file)
+    if configuration not in plans_manager.available_configurations:
+        raise TeachFormerError(f"{plans_identifier} of {name} has no configuration '{configuration}'; it has "
+                               f"{', '.join(plans_manager.available_configurations)}.")
+    data_identifier = plans_manager.get_configuration(configuration).data_identifier
+    folder = join(nnUNet_preprocessed, name, data_identifier)
+    if not isdir(folder) or not os.listdir(folder):
+        raise TeachFormerError(f"{name} has not been preprocessed for {plans_identifier} {configuration} ({folder} "
+                               f"is missing or empty). Run `{fix}`.")
+    missing = missing_preprocessed_cases(name, data_identifier)
+    if missing:
+        raise TeachFormerError(f"Preprocessed data of {name} for {plans_identifier} {configuration} is incomplete "
+                               f"({folder}: {len(missing)} case(s) missing, e.g. {missing[0]}). Run `{fix}`.")
+    return folder
+
+
+def plan_dataset(dataset: Union[int, str], configuration: str = "3d_fullres", gpu_memory_gb: Optional[float] = None,
+                 num_processes: int = 2, progress: bool = True) -> dict:
+    """Fingerprints (if missing), plans ``TeachFormerPlans`` and preprocesses ``configuration``; returns a summary:
+    patch and batch size, spacing, normalisation per channel, data folder, the teachers' measured memory."""
+    dataset_id, name = resolve_dataset(dataset)
+    if gpu_memory_gb is not None and gpu_memory_gb <= 0:
+        raise TeachFormerError(f"--gpu-memory {gpu_memory_gb}: give the GPU memory in GB, e.g. 8, 24 or 80.")
+    base = join(nnUNet_preprocessed, name)
+    if not isfile(join(base, "dataset_fingerprint.json")):
+        extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=True,
+                                    clean=True, verbose=False, show_progress_bar=progress)
+    plans_file = join(base, PLANS_IDENTIFIER + ".json")
+    previous_plans = load_json(plans_file) if isfile(plans_file) else None
+
+    # what plan_experiment_dataset does, plus the progress switch
+    kwargs = {} if gpu_memory_gb is None else {"gpu_memory_target_in_gb": float(gpu_memory_gb)}
+    planner = TeachFormerPlanner(dataset_id, **kwargs)
+    planner.show_progress_bar = progress
+    planner.plan_experiment()
+
+    plans = load_json(plans_file)
+    plans_manager = PlansManager(plans)
+    if configuration not in plans_manager.available_configurations:
+        raise TeachFormerError(f"nnU-Net planned no '{configuration}' configuration for {name}; planned: "
+                               f"{', '.join(plans_manager.available_configurations)}. Pass one of those with -c.")
+    config = plans_manager.get_configuration(configuration)
+    record = plans["teachformer"]["configurations"].get(configuration, {})
+    on_disk = (record.get("data_reused_from") is not None or
+               (previous_plans is not None and same_preprocessing(plans, previous_plans, configuration)))
+    preprocess_now = not (on_disk and not missing_preprocessed_cases(name, config.data_identifier))
+    if preprocess_now:
+        preprocess_dataset(dataset_id, PLANS_IDENTIFIER, [configuration], [num_processes], verbose=False,
+                           show_progress_bar=progress)
+    return {
+        "dataset": name,
+        "dataset_id": dataset_id,
+        "plans_identifier": PLANS_IDENTIFIER,
+        "plans_file": plans_file,
+        "configuration": configuration,
+        "patch_size": list(config.patch_size),
+        "batch_size": config.batch_size,
+        "spacing": list(config.spacing),
+        "transpose_forward": plans["transpose_forward"],
+        "normalization": {c["channel"]: c["scheme"] for c in plans["teachformer"]["channel_normalization"]},
+        "data_identifier": config.data_identifier,
+        "data_reused_from": record.get("data_reused_from"),
+        "preprocessed_now": preprocess_now,
+        "gpu_memory_gb": plans["teachformer"]["gpu_memory_target_in_gb"],
+        **{k: record[k] for k in ("nnunet_patch_size", "teachers", "heaviest_teacher", "batch_size_by_memory",
+                                  "batch_size_cap_5_percent", "fits_gpu_memory") if k in record},
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """The summary of ``plan_dataset`` as the lines ``teachformer plan`` prints."""
+    x = lambda values: " x ".join(f"{v:g}" for v in values)  # noqa: E731
+    lines = [f"{summary['dataset']}: {summary['plans_identifier']}, configuration {summary['configuration']}",
+             f"  patch size     {x(summary['patch_size'])}"
+             + (f"   (nnU-Net's own estimate: {x(summary['nnunet_patch_size'])})" if "nnunet_patch_size" in summary
+                else ""),
+             f"  batch size     {summary['batch_size']}",
+             f"  spacing        {x(summary['spacing'])} mm   (axes in nnU-Net's order, transpose "
+             f"{summary['transpose_forward']})",
+             "  normalisation  " + ", ".join(f"{c}: {s}" for c, s in summary["normalization"].items())]
+    if "teachers" in summary:
+        gpu = summary["gpu_memory_gb"]
+        lines.append(f"  memory         {gpu:g} GB target; batch {summary['batch_size_by_memory']} by memory, "
+                     f"nnU-Net's 5% dataset cap {summary['batch_size_cap_5_percent']}, minimum 2")
+        for network, t in summary["teachers"].items():
+            lines.append(f"    {network:<14} {t['activation_bytes_per_sample'] / GIB:6.2f} GiB per sample + "
+                         f"{4 * t['parameter_bytes'] / GIB:.2f} GiB weights/gradients/Adam -> {t['max_batch_size']} "
+                         f"per {gpu:g} GB" + ("  (heaviest)" if network == summary["heaviest_teacher"] else ""))
+        if not summary["fits_gpu_memory"]:
+            lines.append(f"  warning: {summary['heaviest_teacher']} cannot train 2 samples in {gpu:g} GB even at the "
+                         f"smallest patch; give the real GPU memory with --gpu-memory, or expect out-of-memory.")
+    reused = f" (reused from {summary['data_reused_from']}, no second copy)" if summary["data_reused_from"] else ""
+    done = "preprocessed now" if summary["preprocessed_now"] else "already preprocessed"
+    lines += [f"  data           {summary['data_identifier']}{reused}, {done}",
+              f"  plans          {summary['plans_file']}",
+              f"Train with e.g.: nnUNetv2_train {summary['dataset_id']} {summary['configuration']} 0 "
+              f"-tr SwinUNETRTrainer -p {summary['plans_identifier']}"]
+    return "\n".join(lines)
