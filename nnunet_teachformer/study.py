@@ -25,7 +25,7 @@ STUDENT_TRAINERS = {  # student -> (baseline trainer, distilled trainer)
 }
 SINGLE_TEACHER_VARIANTS = {"hdenseformer": "_HDenseFormerTeacher", "swinunetr": "_SwinUNETRTeacher",
                            "unetr": "_UNETRTeacher"}
-PRESETS = {"full": "", "5epochs": "_5epochs", "tiny": "_tiny"}
+PRESETS = {"full": "", "5epochs": "_5epochs", "demo": "_demo", "tiny": "_tiny"}
 
 
 @dataclass
@@ -50,41 +50,14 @@ class ModelRun:
         return (prefix + " " if prefix else "") + " ".join(shlex.quote(c) for c in self.command)
 
 
-def resolve_dataset(dataset_id) -> str:
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    try:
-        return maybe_convert_to_dataset_name(dataset_id)
-    except (RuntimeError, ValueError) as e:
-        raise TeachFormerError(
-            f"Dataset {dataset_id} was not found under nnUNet_raw, nnUNet_preprocessed or nnUNet_results "
-            f"({os.environ.get('nnUNet_raw')}, {os.environ.get('nnUNet_preprocessed')}, "
-            f"{os.environ.get('nnUNet_results')}). Convert it (teachformer convert ...) and plan it "
-            f"(teachformer plan -d {dataset_id}) first, or check the three nnUNet_* variables. ({e})") from None
-
-
-def check_preprocessed(dataset_name: str, plans: str, configuration: str, folds: Sequence[int]) -> None:
+def check_folds(dataset_name: str, folds: Sequence[int]) -> None:
     from batchgenerators.utilities.file_and_folder_operations import load_json
-    base = Path(os.environ.get("nnUNet_preprocessed", ""), dataset_name)
-    dataset_id = int(dataset_name[7:10])
-    plans_file = base / f"{plans}.json"
-    if not plans_file.is_file():
-        raise TeachFormerError(f"{plans_file} does not exist: the dataset is not planned with {plans}. Run "
-                               f"`teachformer plan -d {dataset_id}` (TeachFormerPlans) or "
-                               f"`nnUNetv2_plan_and_preprocess -d {dataset_id}` (nnUNetPlans) first.")
-    plans_json = load_json(plans_file)
-    if configuration not in plans_json["configurations"]:
-        raise TeachFormerError(f"{plans_file} has no configuration '{configuration}' "
-                               f"(it has {sorted(plans_json['configurations'])}).")
-    data_folder = base / plans_json["configurations"][configuration].get("data_identifier", "")
-    if not data_folder.is_dir() or not any(data_folder.iterdir()):
-        raise TeachFormerError(f"{data_folder} is missing or empty: {plans} is planned but not preprocessed. "
-                               f"Run `teachformer plan -d {dataset_id} -c {configuration}` again.")
-    splits_file = base / "splits_final.json"
-    n_folds = len(load_json(splits_file)) if splits_file.is_file() else 5
+    splits_file = Path(os.environ.get("nnUNet_preprocessed", ""), dataset_name, "splits_final.json")
+    n_folds = len(load_json(str(splits_file))) if splits_file.is_file() else 5
     bad = [f for f in folds if not 0 <= f < n_folds]
     if bad:
-        raise TeachFormerError(f"fold(s) {bad} do not exist: {splits_file if splits_file.is_file() else 'the default split'}"
-                               f" has folds 0..{n_folds - 1}.")
+        where = splits_file if splits_file.is_file() else "nnU-Net's default five-fold split"
+        raise TeachFormerError(f"fold(s) {bad} do not exist: {where} has folds 0..{n_folds - 1}.")
 
 
 def distilled_trainer(student: str, teachers: Sequence[str], suffix: str = "") -> Tuple[str, Dict[str, str]]:
@@ -103,8 +76,10 @@ def distilled_trainer(student: str, teachers: Sequence[str], suffix: str = "") -
 
 def plan_study(dataset_id, folds: Sequence[int], teachers: Sequence[str], student: str, plans: str = "TeachFormerPlans",
                configuration: str = "3d_fullres", device: str = "cuda", preset: str = "full") -> List[ModelRun]:
-    dataset_name = resolve_dataset(dataset_id)
-    check_preprocessed(dataset_name, plans, configuration, folds)
+    from nnunet_teachformer.planners.plan import check_preprocessed, resolve_dataset
+    dataset_id, dataset_name = resolve_dataset(dataset_id, need_raw=False)
+    check_preprocessed(dataset_id, plans, configuration)
+    check_folds(dataset_name, folds)
     suffix = PRESETS[preset]
     models = [("teacher", TEACHER_TRAINERS[t] + suffix, {}) for t in teachers]
     models += [("baseline", STUDENT_TRAINERS[student][0] + suffix, {}),
@@ -114,7 +89,7 @@ def plan_study(dataset_id, folds: Sequence[int], teachers: Sequence[str], studen
     for fold in folds:
         for role, trainer, env in models:
             folder = results / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
-            command = ["nnUNetv2_train", str(int(dataset_name[7:10])), configuration, str(fold), "-p", plans,
+            command = ["nnUNetv2_train", str(dataset_id), configuration, str(fold), "-p", plans,
                        "-tr", trainer, "-device", device]
             runs.append(ModelRun(role, trainer, fold, command, folder, env))
     return runs
@@ -145,7 +120,8 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[i
             plans: str = "TeachFormerPlans", configuration: str = "3d_fullres", device: str = "cuda",
             save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth") -> List[str]:
     """Runs ``nnUNetv2_predict`` for ``trainer``'s ensemble of ``folds`` after checking the checkpoints exist."""
-    dataset_name = resolve_dataset(dataset_id)
+    from nnunet_teachformer.planners.plan import resolve_dataset
+    dataset_id, dataset_name = resolve_dataset(dataset_id, need_raw=False)
     model = Path(os.environ.get("nnUNet_results", ""), dataset_name, f"{trainer}__{plans}__{configuration}")
     missing = [str(model / f"fold_{f}" / checkpoint) for f in folds if not (model / f"fold_{f}" / checkpoint).is_file()]
     if missing:
@@ -154,7 +130,7 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[i
     if not Path(input_folder).is_dir():
         raise TeachFormerError(f"input folder {input_folder} does not exist; it must hold images named "
                                f"CASE_0000{'.nii.gz'} ... like imagesTs.")
-    command = ["nnUNetv2_predict", "-i", str(input_folder), "-o", str(output_folder), "-d", str(int(dataset_name[7:10])),
+    command = ["nnUNetv2_predict", "-i", str(input_folder), "-o", str(output_folder), "-d", str(dataset_id),
                "-c", configuration, "-p", plans, "-tr", trainer, "-f", *map(str, folds), "-chk", checkpoint,
                "-device", device] + (["--save_probabilities"] if save_probabilities else [])
     executable = Path(sys.executable).parent / command[0]

@@ -92,8 +92,8 @@ def make_case(rng: np.random.Generator, spec: PhantomSpec):
     tumour &= inner & ~bone
     label[tumour] = 1
     taken |= _ellipsoid(z, y, x, (cz, cy, cx), (0.4, 0.4, 0.4))
-    # lymph nodes: lateral, small, round
-    for _ in range(rng.integers(0, 3)):
+    # lymph nodes: lateral, small, round; at least one per case, so that nnU-Net's per-label Dice is defined
+    for _ in range(rng.integers(1, 3)):
         side = rng.choice([-1.0, 1.0])
         c = (rng.uniform(-0.5, 0.5), rng.uniform(-0.2, 0.3), side * rng.uniform(0.4, 0.55))
         node = _ellipsoid(z, y, x, c, rng.uniform(0.09, 0.14, size=3)) & inner & ~taken

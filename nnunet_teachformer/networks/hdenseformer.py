@@ -240,6 +240,7 @@ HDENSEFORMER_SPEC = NetworkSpec(
     },
     patch_multiple=PATCH,
     role="teacher",
+    bottleneck_stride=8,
     deep_supervision_scales=(1, 0.5, 0.25, 0.125),
     reference=_REFERENCE,
 )
@@ -254,6 +255,7 @@ HDENSEFORMER_LIGHT_SPEC = NetworkSpec(
     },
     patch_multiple=PATCH,
     role="student",
+    bottleneck_stride=8,
     deep_supervision_scales=(1, 0.5, 0.25, 0.125),
     reference=_REFERENCE + "; narrow student of Teach-Former",
 )

@@ -21,6 +21,9 @@ class NetworkSpec:
     # every spatial axis of a patch must be a multiple of this
     patch_multiple: int
     role: str  # "teacher" or "student"
+    # downsampling factor of the bottleneck: a patch that leaves it a single voxel cannot train
+    # (instance normalisation needs more than one spatial element)
+    bottleneck_stride: int = 1
     # relative output resolutions of the deep-supervision heads, highest first; None: no heads
     deep_supervision_scales: Optional[Tuple[float, ...]] = None
     reference: str = ""
@@ -42,6 +45,10 @@ class NetworkSpec:
                     f"but the plans' patch size is {list(patch_size)}. Plan the dataset with "
                     f"`teachformer plan -d {dataset}` (TeachFormerPlans, multiples of 32) and train with "
                     f"`-p TeachFormerPlans`, or edit the configuration's patch_size in the plans to e.g. {fixed}.")
+        if all(int(p) // self.bottleneck_stride <= 1 for p in patch_size):
+            return (f"{self.name}'s bottleneck (1/{self.bottleneck_stride} of the patch) would be a single voxel for "
+                    f"the patch {list(patch_size)}, and instance normalisation cannot train on one voxel; make at "
+                    f"least one axis {2 * self.bottleneck_stride} or larger (TeachFormerPlans does).")
         return None
 
     def build(self, num_input_channels: int, num_classes: int, patch_size: Sequence[int],

@@ -31,5 +31,6 @@ SWIN_UNETR_SPEC = NetworkSpec(
     },
     patch_multiple=32,
     role="teacher",
+    bottleneck_stride=32,
     reference="Hatamizadeh et al., Swin UNETR, BrainLes 2021 (MONAI implementation)",
 )

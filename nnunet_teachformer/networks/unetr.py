@@ -31,5 +31,6 @@ UNETR_SPEC = NetworkSpec(
     },
     patch_multiple=16,
     role="teacher",
+    bottleneck_stride=16,
     reference="Hatamizadeh et al., UNETR, WACV 2022 (MONAI implementation)",
 )

@@ -153,6 +153,7 @@ UXNET_SPEC = NetworkSpec(
     },
     patch_multiple=16,
     role="teacher",
+    bottleneck_stride=16,
     reference=_REFERENCE,
 )
 
@@ -167,5 +168,6 @@ UXNET_LIGHT_SPEC = NetworkSpec(
     },
     patch_multiple=16,
     role="student",
+    bottleneck_stride=16,
     reference=_REFERENCE,
 )
