@@ -53,6 +53,35 @@ def _predict(a):
             device=a.device, save_probabilities=a.save_probabilities)
 
 
+def _report(a):
+    from nnunet_teachformer.evaluation.report import build_report
+    report = build_report(a.dataset, a.folds, output=a.output, reference=a.reference, device=a.device,
+                          timing=not a.no_timing, mirroring=not a.disable_tta)
+    print(report.table_markdown)
+    if report.missing:
+        print("\nMissing (not averaged):\n" + "\n".join(f"- {m}" for m in report.missing))
+    print(f"\nReport: {report.files['report_md']}")
+    for path in [p for k, p in report.files.items() if k != "report_md"] + list(report.figures.values()):
+        print(f"  {path}")
+
+
+def _demo(a):
+    from nnunet_teachformer.demo import run_demo
+    run_demo(a.workdir, quick=a.quick, device=a.device)
+
+
+def _export(a):
+    from pathlib import Path
+
+    from nnunet_teachformer.export import export_student
+    meta = export_student(a.dataset, a.fold, a.output, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
+                          opset=a.opset, checkpoint=a.checkpoint, tolerance=a.tolerance)
+    check = meta["verification"]
+    print(f"Wrote {a.output} (opset {a.opset}, input {meta['input']['shape']}) and its input contract "
+          f"{Path(a.output).with_suffix('.json')}; onnxruntime vs PyTorch: max |logit difference| "
+          f"{check['max_abs_logit_difference']:.2e} <= {check['tolerance']:g}.")
+
+
 def _add_common_convert_args(p, default_id):
     p.add_argument("--dataset-id", type=int, default=default_id, help=f"nnU-Net dataset id (default {default_id})")
     p.add_argument("--out", default=None, help="raw-data root to write to (default: $nnUNet_raw)")
@@ -131,6 +160,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default="cuda")
     p.add_argument("--save-probabilities", action="store_true")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("report", help="cross-validation table, paired tests, plots and gallery of every model")
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
+    p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("-o", "--output", default=None, help="report folder (default: $nnUNet_results/<Dataset>/"
+                                                          "teachformer_report)")
+    p.add_argument("--reference", default=None, help="model the paired tests compare against (trainer or folder "
+                                                       "name; default: the best TeachFormerTrainer* model)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="device for the inference timing (default: cuda if available, else cpu)")
+    p.add_argument("--no-timing", action="store_true", help="skip the inference timing (slow for big models on CPU)")
+    p.add_argument("--disable-tta", action="store_true", help="time without mirroring test-time augmentation")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("demo", help="toy-scale study on the synthetic phantom: convert, plan, train, predict, report")
+    p.add_argument("--workdir", default="teachformer_demo", help="folder for the demo's nnU-Net data and results")
+    p.add_argument("--quick", action="store_true", help="one teacher, tiny schedule (~3 min): a smoke test")
+    p.add_argument("--device", choices=["cuda", "cpu", "mps"], default=None, help="default: cuda if available")
+    p.set_defaults(func=_demo)
+    p = sub.add_parser("export", help="export a trained student to ONNX, checked with onnxruntime, plus its "
+                                      "input contract (.json)")
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
+    p.add_argument("-f", "--fold", required=True, help="fold to export (0-4 or all)")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write, e.g. student.onnx")
+    p.add_argument("-tr", "--trainer", default="TeachFormerTrainer")
+    p.add_argument("-p", "--plans", default="TeachFormerPlans")
+    p.add_argument("-c", "--configuration", default="3d_fullres")
+    p.add_argument("--checkpoint", default="checkpoint_final.pth")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; the exporter supports 9-20)")
+    p.add_argument("--tolerance", type=float, default=1e-3,
+                   help="largest accepted |logit difference| between onnxruntime and PyTorch (default 1e-3)")
+    p.set_defaults(func=_export)
     return parser
 
 
