@@ -1,4 +1,4 @@
-"""One nnU-Net trainer per architecture, plus its ``_tiny`` (CPU tests) and ``_5epochs`` variants.
+"""One nnU-Net trainer per architecture, plus its ``_tiny`` (CPU tests), ``_demo`` and ``_5epochs`` variants.
 
 Teachers (H-DenseFormer, SwinUNETR, UNETR, and the full-size 3D UX-Net) are trained with these; the
 students (H-DenseFormer Light, 3D UX-Net Light) trained with these are the no-distillation baselines.
@@ -8,7 +8,7 @@ from nnunet_teachformer.networks.swin_unetr import SWIN_UNETR_SPEC
 from nnunet_teachformer.networks.unetr import UNETR_SPEC
 from nnunet_teachformer.networks.uxnet import UXNET_LIGHT_SPEC, UXNET_SPEC
 from nnunet_teachformer.trainers.architecture_trainer import ArchitectureTrainer
-from nnunet_teachformer.trainers.schedules import FiveEpochs, Tiny
+from nnunet_teachformer.trainers.schedules import Demo, FiveEpochs, Tiny
 
 
 class HDenseFormerTrainer(ArchitectureTrainer):
@@ -80,4 +80,24 @@ class HDenseFormerLightTrainer_5epochs(FiveEpochs, HDenseFormerLightTrainer):
 
 
 class UXNetLightTrainer_5epochs(FiveEpochs, UXNetLightTrainer):
+    pass
+
+
+class HDenseFormerTrainer_demo(Demo, HDenseFormerTrainer):
+    pass
+
+
+class SwinUNETRTrainer_demo(Demo, SwinUNETRTrainer):
+    pass
+
+
+class UNETRTrainer_demo(Demo, UNETRTrainer):
+    pass
+
+
+class HDenseFormerLightTrainer_demo(Demo, HDenseFormerLightTrainer):
+    pass
+
+
+class UXNetLightTrainer_demo(Demo, UXNetLightTrainer):
     pass

@@ -15,6 +15,16 @@ class Tiny:
     val_iterations_per_epoch = 2
 
 
+class Demo:
+    """The demo's preset: tiny widths trained long enough to learn the phantom on 2 CPU cores
+    (10 epochs of 12 iterations, 3 validation iterations)."""
+    network_preset = "tiny"
+    teacher_variant = "_demo"
+    epochs = 10
+    iterations_per_epoch = 12
+    val_iterations_per_epoch = 3
+
+
 class FiveEpochs:
     """nnU-Net's ``_5epochs`` idea: the real network, 5 epochs, for checking a set-up end to end
     (a distilled student learns from the ``_5epochs`` teachers)."""

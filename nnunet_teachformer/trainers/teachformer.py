@@ -13,6 +13,10 @@ Teachers: ``teacher_trainers`` + ``teacher_variant`` (e.g. ``SwinUNETRTrainer`` 
 ``TEACHFORMER_TEACHERS`` overrides the set (format in ``distillation.teachers.parse_teacher_list``).
 They are loaded and checked when training starts (not for ``--val`` or prediction), so the student's
 checkpoint is a plain nnU-Net checkpoint that ``nnUNetv2_predict -tr TeachFormerTrainer`` loads alone.
+
+The teachers' forward passes cost most of a distillation step; ``teacher_precision`` (bf16 autocast also
+on CPUs with AMX/AVX512-BF16, or fp32 on CUDA) and ``teacher_channels_last`` change only how they run.
+``benchmarks/train_step.py`` measures what each gives.
 """
 from typing import List
 
@@ -48,6 +52,9 @@ class TeachFormerTrainer(ArchitectureTrainer):
     pwd_weight = 1.0
     pwd_temperature = 3.0
     pwd_combination = "mean"  # "mean", "gt_confidence" or "entropy"
+    # how the teachers run; their forward passes are most of a distillation step's cost (benchmarks/train_step.py)
+    teacher_precision = "auto"  # "auto": as the student (bf16 autocast on CUDA, fp32 on CPU); "bf16"; "fp32"
+    teacher_channels_last = False  # channels-last (NDHWC) weights and inputs for the teachers' 3D convolutions
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -66,15 +73,32 @@ class TeachFormerTrainer(ArchitectureTrainer):
             configuration=self.configuration_name, fold=self.fold, dataset_json=self.dataset_json,
             validation_cases=tuple(validation_cases), splits=self._load_splits(), results_root=str(nnUNet_results))
         teachers = load_teachers(self.teacher_refs(), run, self.device)
-        taps = self.afs_taps if self.afs_weight else ()
-        self.teachers = TeacherEnsemble(teachers, taps, self.attention_power, self.pwd_temperature,
-                                        self.pwd_combination, need_probabilities=bool(self.pwd_weight))
+        self.teachers = self.teacher_ensemble(teachers)
+        taps = self.teachers.taps
         self.print_to_log_file(
             "Teach-Former distillation: teachers " + ", ".join(str(t.checkpoint_path) for t in teachers) +
+            f" (precision {self.teacher_precision}, channels_last {self.teacher_channels_last})" +
             f"; loss = L_SEG + {self.afs_weight} * L_AFS(taps {list(taps)}, p={self.attention_power}, "
             f"{self.afs_normalisation}-normalised, {self.afs_distance} distance) + {self.pwd_weight} * "
             f"L_PWD(T={self.pwd_temperature}, {self.pwd_combination} of teachers)")
         super().on_train_start()
+
+    def teacher_ensemble(self, teachers) -> TeacherEnsemble:
+        """The teachers as this trainer runs them (benchmarks time single teachers through this too)."""
+        return TeacherEnsemble(teachers, self.afs_taps if self.afs_weight else (), self.attention_power,
+                               self.pwd_temperature, self.pwd_combination, need_probabilities=bool(self.pwd_weight),
+                               channels_last=self.teacher_channels_last)
+
+    def teacher_autocast(self):
+        """The autocast context of the teachers' forward passes (``teacher_precision``)."""
+        if self.teacher_precision == "auto":
+            return self._autocast()
+        if self.teacher_precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if self.teacher_precision == "fp32":
+            return dummy_context()
+        raise ValueError(f"{type(self).__name__}.teacher_precision must be 'auto', 'bf16' or 'fp32', "
+                         f"not {self.teacher_precision!r}")
 
     def _load_splits(self) -> List[dict]:
         splits_file = join(self.preprocessed_dataset_folder_base, "splits_final.json")
@@ -92,8 +116,9 @@ class TeachFormerTrainer(ArchitectureTrainer):
         valid = valid_mask(full_target, self.label_manager.ignore_label)
 
         self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
+        with self.teacher_autocast():
             signals = self.teachers(data, full_target)
+        with self._autocast():
             with capture_taps(self.network, self.teachers.taps) as features:
                 output = self.network(data)
             l_seg = self.loss(output, target)

@@ -1,10 +1,11 @@
 """Variants of ``TeachFormerTrainer``: the paper's ablations, the other student, combinations, short runs.
 
 Each is a subclass that changes class attributes only. ``_tiny`` versions (tiny widths, 2 epochs of 5
-iterations, the ``<Teacher>_tiny`` teachers) exist for CPU tests and the demo.
+iterations, the ``<Teacher>_tiny`` teachers) exist for CPU tests and the quick demo, ``_demo`` ones for
+the demo.
 """
 from nnunet_teachformer.networks.uxnet import UXNET_LIGHT_SPEC
-from nnunet_teachformer.trainers.schedules import FiveEpochs, Tiny
+from nnunet_teachformer.trainers.schedules import Demo, FiveEpochs, Tiny
 from nnunet_teachformer.trainers.teachformer import TeachFormerTrainer
 
 
@@ -97,4 +98,12 @@ class TeachFormerTrainer_entropyWeighted_tiny(Tiny, TeachFormerTrainer_entropyWe
 
 
 class TeachFormerTrainer_UXNetLightStudent_tiny(Tiny, TeachFormerTrainer_UXNetLightStudent):
+    pass
+
+
+class TeachFormerTrainer_demo(Demo, TeachFormerTrainer):
+    pass
+
+
+class TeachFormerTrainer_UXNetLightStudent_demo(Demo, TeachFormerTrainer_UXNetLightStudent):
     pass

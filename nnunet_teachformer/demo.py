@@ -1,0 +1,135 @@
+"""``teachformer demo``: a toy-scale Teach-Former study on the synthetic PET/CT phantom, on this machine.
+
+Stages: convert the phantom (training cases + held-out cases), plan it with TeachFormerPlans, train
+fold 0 of the teachers, the baseline student and the distilled student (``teachformer train``),
+predict the held-out cases with every model (``nnUNetv2_predict``), evaluate them, and write the
+study report. Everything lives under ``--workdir`` (its own nnUNet_raw/_preprocessed/_results), so the
+user's nnU-Net folders are not touched; re-running resumes and skips what is done.
+
+Two sizes: the default (three tiny teachers, ``_demo`` schedule, 16 + 4 cases; ~10-15 min on 2 CPU
+cores) and ``--quick`` (one tiny teacher, ``_tiny`` schedule, 10 + 2 cases; ~3 min, a smoke test).
+Either way the networks are tiny and the training is minutes long: the numbers show the pipeline
+working, not the paper's accuracy.
+"""
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+DATASET_ID = 990
+FULL_SCALE = """Full scale (GPU, real data) is the same pipeline with the paper's sizes:
+  teachformer convert hecktor21 /data/hecktor2021/hecktor_nii --dataset-id 501
+  teachformer plan -d 501
+  teachformer train -d 501 -f 0 1 2 3 4 --device cuda        # or --dry-run to get the nnUNetv2_train commands
+  teachformer report -d 501
+  teachformer predict -i imagesTs -o predictions -d 501 -f 0 1 2 3 4"""
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    training_cases: int
+    test_cases: int
+    preset: str
+    teachers: Sequence[str]
+    timing: bool
+
+
+SIZES = {
+    "full": DemoSize(16, 4, "demo", ("hdenseformer", "swinunetr", "unetr"), timing=True),
+    "quick": DemoSize(10, 2, "tiny", ("unetr",), timing=False),
+}
+
+
+class _Stages:
+    def __init__(self, log):
+        self.log, self.start = log, time.time()
+
+    def __call__(self, name: str):
+        self.log(f"\n=== [{time.time() - self.start:6.0f} s] {name}")
+
+
+def _use_workdir(workdir: Path, device: str) -> None:
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        os.environ[name] = str(workdir / name)
+        (workdir / name).mkdir(parents=True, exist_ok=True)
+    if device == "cpu":
+        os.environ.setdefault("nnUNet_compile", "f")
+        os.environ.setdefault("nnUNet_n_proc_DA", "1")
+        os.environ.setdefault("nnUNet_def_n_proc", "1")
+
+
+def run_demo(workdir: str = "teachformer_demo", quick: bool = False, device: Optional[str] = None, log=print):
+    import torch
+
+    from nnunet_teachformer.conversion.dataset_writer import existing_datasets_with_id
+    from nnunet_teachformer.conversion.synthetic import convert_synthetic
+    from nnunet_teachformer.evaluation.metrics import evaluate_predictions
+    from nnunet_teachformer.evaluation.report import build_report
+    from nnunet_teachformer.planners.plan import format_summary, plan_dataset
+    from nnunet_teachformer.study import plan_study, predict, run_study
+
+    size = SIZES["quick" if quick else "full"]
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    workdir = Path(workdir).resolve()
+    _use_workdir(workdir, device)
+    stage = _Stages(log)
+    log(f"Teach-Former demo ({'quick' if quick else 'full'}) in {workdir} on {device}. TOY SCALE: tiny networks, "
+        f"minutes of training on a synthetic phantom; it shows the pipeline, not the paper's accuracy.")
+
+    stage(f"1/5 phantom: {size.training_cases} training + {size.test_cases} held-out PET/CT cases")
+    raw = Path(os.environ["nnUNet_raw"])
+    existing = existing_datasets_with_id(raw, DATASET_ID)
+    if existing:
+        dataset = existing[0]
+        log(f"reusing {dataset}")
+    else:
+        dataset = convert_synthetic(DATASET_ID, size.training_cases, num_test_cases=size.test_cases, progress=False)
+        log(f"wrote {dataset}")
+
+    stage("2/5 plan and preprocess with TeachFormerPlans (nnU-Net fingerprint, plan, preprocess)")
+    log(format_summary(plan_dataset(DATASET_ID, num_processes=2, progress=False)))
+
+    stage(f"3/5 train fold 0: teachers {', '.join(size.teachers)}, baseline and distilled student "
+          f"({size.preset} preset; nnU-Net's epoch log follows)")
+    runs = plan_study(DATASET_ID, [0], size.teachers, "hdenseformer_light", device=device, preset=size.preset)
+    run_study(runs, log=log)
+
+    stage(f"4/5 predict the {size.test_cases} held-out cases with every model (nnUNetv2_predict) and evaluate")
+    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    held_out = {}
+    for r in runs:
+        out = workdir / "held_out_predictions" / r.trainer
+        predict(str(dataset / "imagesTs"), str(out), DATASET_ID, [0], trainer=r.trainer, device=device)
+        held_out[r.trainer] = evaluate_predictions(out, dataset / "labelsTs", dataset_json)
+
+    stage("5/5 report (nnU-Net validation of fold 0, parameters, GFLOPs, paired tests, plots)")
+    report = build_report(DATASET_ID, folds=[0], output=workdir / "report", device=device, timing=size.timing,
+                          log=log)
+    table = held_out_table(held_out, [r.role for r in runs])
+    (report.folder / "held_out.md").write_text(table + "\n")
+
+    log("\n" + report.table_markdown)
+    log("\nHeld-out phantom cases (not used for training or validation), Dice %:\n" + table)
+    log("\nFiles:\n" + "\n".join(f"  {p}" for p in [report.files["report_md"], report.folder / "held_out.md",
+                                                      *report.figures.values()]))
+    log(f"\nDone in {time.time() - stage.start:.0f} s. This was toy scale.\n{FULL_SCALE}")
+    return report, held_out
+
+
+def held_out_table(metrics: dict, roles: Sequence[str]) -> str:
+    import numpy as np
+
+    from nnunet_teachformer.evaluation.metrics import case_score
+
+    first = next(iter(metrics.values()))
+    labels = first.labels
+    header = ["model", "role"] + [first.label_names.get(lb, str(lb)) for lb in labels] + ["foreground mean"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (trainer, m), role in zip(metrics.items(), roles):
+        per_label = [np.nanmean([m.dice[c][lb] for c in m.dice]) for lb in labels]
+        fg = np.nanmean([case_score(v) for v in m.dice.values()])
+        lines.append("| " + " | ".join([trainer, role] + [f"{100 * v:.1f}" for v in per_label] + [f"{100 * fg:.1f}"])
+                     + " |")
+    return "\n".join(lines)
