@@ -72,7 +72,9 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        # `teachformer export` (ONNX) and its check with onnxruntime
+        "export": ["onnx>=1.14", "onnxruntime>=1.16"],
+        "test": ["pytest>=7", "onnx>=1.14", "onnxruntime>=1.16"],
     },
     entry_points={"console_scripts": ["teachformer=nnunet_teachformer.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth, "editable_wheel": EditableWheelWithPth},

@@ -190,10 +190,18 @@ class TeacherSignals:
 
 
 class TeacherEnsemble:
-    """Runs the teachers once per batch, without autograd, keeping only attention maps and probabilities."""
+    """Runs the teachers once per batch, without autograd, keeping only attention maps and probabilities.
+
+    ``channels_last`` converts the teachers' weights (now) and every batch (per call) to the channels-last
+    3D memory format, which some convolution back ends run faster; the results are the same.
+    """
 
     def __init__(self, teachers: Sequence[Teacher], taps: Sequence[str], attention_power: float,
-                 temperature: float, combination: str, need_probabilities: bool):
+                 temperature: float, combination: str, need_probabilities: bool, channels_last: bool = False):
+        self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+        if channels_last:
+            for teacher in teachers:
+                teacher.network.to(memory_format=self.memory_format)
         self.teachers = list(teachers)
         self.taps = tuple(taps)
         self.attention_power = attention_power
@@ -203,6 +211,7 @@ class TeacherEnsemble:
 
     @torch.no_grad()
     def __call__(self, data: torch.Tensor, target: Optional[torch.Tensor] = None) -> TeacherSignals:
+        data = data.contiguous(memory_format=self.memory_format)
         maps = {tap: [] for tap in self.taps}
         probabilities = []
         for teacher in self.teachers:

@@ -1,0 +1,199 @@
+"""``teachformer export``: a trained student as an ONNX file, checked against PyTorch, with its input contract.
+
+The network is rebuilt exactly as ``nnUNetv2_predict`` rebuilds it: ``nnUNetPredictor`` reads the model
+folder's ``plans.json`` and ``dataset.json``, calls the checkpoint's trainer class's
+``build_network_architecture`` with deep supervision off and loads the checkpoint's weights. It is exported
+with PyTorch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``; it needs neither
+``onnxscript`` nor a second copy of the model graph in memory) at the plans' patch size, with a dynamic
+batch axis. The spatial axes are fixed: the transformer paths learned their position embeddings on the
+patch grid, and nnU-Net's sliding window only ever feeds whole patches.
+
+onnxruntime (CPU) then runs the file on a random batch of two patches (so the dynamic batch axis is
+exercised) and the export fails if any logit differs from PyTorch's by more than ``tolerance``
+(default 1e-3 absolute; measured differences are around 1e-5). Next to ``student.onnx``,
+``student.json`` records what a deployer must reproduce: axis order, patch size, channel names and each
+channel's normalisation with its numbers, the target spacing, the labels, nnU-Net's sliding-window settings
+and the measured difference.
+"""
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from nnunet_teachformer.errors import TeachFormerError
+
+DEFAULT_OPSET = 17
+DEFAULT_TOLERANCE = 1e-3
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+NORMALIZATION_RECIPES = {
+    "CTNormalization": "clip to [percentile_00_5, percentile_99_5], subtract mean, divide by std (numbers below, "
+                       "from the training set's foreground)",
+    "ZScoreNormalization": "per image: subtract the image's mean, divide by its std (inside the nonzero mask of all "
+                           "channels if use_mask_for_norm, voxels outside set to 0)",
+    "NoNormalization": "none: intensities as read, as float32",
+    "RescaleTo01Normalization": "per image: subtract the minimum, divide by the maximum",
+    "RGBTo01Normalization": "divide by 255",
+}
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError as e:
+        raise TeachFormerError(f"ONNX export needs the packages onnx and onnxruntime ({e}). Install them with "
+                               f"`pip install onnx onnxruntime`.") from None
+    return onnxruntime
+
+
+def model_folder(dataset_name: str, trainer: str, plans: str, configuration: str) -> Path:
+    from nnunetv2.paths import nnUNet_results
+    if not nnUNet_results.is_set():
+        raise TeachFormerError("nnUNet_results is not set: it must point at the folder that holds the trained "
+                               "models, e.g. export nnUNet_results=/data/nnUNet_results.")
+    return Path(nnUNet_results.get(), dataset_name, f"{trainer}__{plans}__{configuration}")
+
+
+def load_for_export(folder: Path, fold: Union[int, str], checkpoint: str = "checkpoint_final.pth",
+                    fix: str = "train it first"):
+    """``nnUNetPredictor`` initialised on CPU from ``folder`` (one fold); TeachFormerError naming the missing file."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    for required in (folder / "plans.json", folder / "dataset.json", folder / f"fold_{fold}" / checkpoint):
+        if not required.is_file():
+            raise TeachFormerError(f"{required} does not exist, so there is no trained model to export; {fix}.")
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                                perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(folder), (fold,), checkpoint)
+    network = getattr(predictor.network, "_orig_mod", predictor.network)  # nnUNet_compile may have wrapped it
+    return predictor, network.eval()
+
+
+def export_network(network: torch.nn.Module, example: torch.Tensor, path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """Writes ``network`` as ONNX (TorchScript exporter) with a dynamic batch axis; ``example`` fixes the rest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # shape checks in forward() are traced as constants (intended: the patch is fixed), and InstanceNorm
+        # without running statistics is reported as "training mode" although it computes the same in eval
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*instance_norm.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(network, (example,), str(path), dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+
+
+def onnx_session(path: Path, threads: Optional[int] = None):
+    """An onnxruntime CPU session for ``path``; ``threads`` intra-op threads (default: onnxruntime's)."""
+    ort = _require_onnx()
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def max_abs_difference(network: torch.nn.Module, path: Path, batch: torch.Tensor) -> float:
+    """Largest absolute difference between PyTorch's and onnxruntime's logits for ``batch``."""
+    with torch.inference_mode():
+        reference = network(batch).float().numpy()
+    onnx_logits = onnx_session(path).run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
+    if onnx_logits.shape != reference.shape:
+        return float("inf")
+    return float(np.abs(onnx_logits - reference).max())
+
+
+def input_contract(predictor) -> dict:
+    """What a deployer must feed the network and how to read its output, from the model's plans."""
+    plans_manager, config, dataset_json = predictor.plans_manager, predictor.configuration_manager, \
+        predictor.dataset_json
+    intensities = plans_manager.foreground_intensity_properties_per_channel
+    channels = []
+    for i, (scheme, use_mask) in enumerate(zip(config.normalization_schemes, config.use_mask_for_norm)):
+        channel = {"index": i, "name": dataset_json["channel_names"][str(i)], "normalization": scheme,
+                   "recipe": NORMALIZATION_RECIPES.get(scheme, "see nnU-Net's normalization scheme of this name"),
+                   "use_mask_for_norm": bool(use_mask)}
+        if scheme == "CTNormalization":
+            channel["intensity_properties"] = {k: float(intensities[str(i)][k])
+                                               for k in ("mean", "std", "percentile_00_5", "percentile_99_5")}
+        channels.append(channel)
+    patch = [int(p) for p in config.patch_size]
+    labels = predictor.label_manager
+    return {
+        "input": {
+            "name": INPUT_NAME, "dtype": "float32", "shape": ["batch", len(channels)] + patch,
+            "axes": "(batch, channel, *spatial): the spatial axes are the image's axes in nnU-Net's array order "
+                    "(SimpleITK z, y, x for NIfTI), permuted by transpose_forward",
+            "channels": channels,
+            "spacing": [float(s) for s in config.spacing],
+            "transpose_forward": [int(a) for a in plans_manager.transpose_forward],
+            "transpose_backward": [int(a) for a in plans_manager.transpose_backward],
+            "preprocessing": "nnU-Net's (DefaultPreprocessor): transpose, crop to the nonzero region of all channels, "
+                             "normalise each channel as listed, resample to `spacing`",
+        },
+        "output": {
+            "name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", labels.num_segmentation_heads] + patch,
+            "meaning": "logits; softmax over the channel axis gives class probabilities, argmax the label value",
+            "labels": {str(k): v for k, v in dataset_json["labels"].items()},
+        },
+        "sliding_window": {
+            "patch_size": patch, "tile_step_size": 0.5, "gaussian_weighting": True,
+            "mirroring_axes_for_tta": None if predictor.allowed_mirroring_axes is None
+            else [int(a) for a in predictor.allowed_mirroring_axes],
+            "note": "volumes are padded to at least one patch, predicted in overlapping patches weighted by a "
+                    "Gaussian (sigma 1/8 of the patch), optionally averaged over mirrored inputs",
+        },
+    }
+
+
+def export_student(dataset, fold: Union[int, str], output: Union[str, os.PathLike],
+                   trainer: str = "TeachFormerTrainer", plans: str = "TeachFormerPlans",
+                   configuration: str = "3d_fullres", opset: int = DEFAULT_OPSET,
+                   checkpoint: str = "checkpoint_final.pth", tolerance: float = DEFAULT_TOLERANCE) -> dict:
+    """Exports fold ``fold`` of ``trainer`` to ``output`` (.onnx) and writes its metadata next to it (.json).
+
+    Returns the metadata. Raises TeachFormerError if the model is missing or onnxruntime disagrees with PyTorch
+    by more than ``tolerance`` (the .onnx is then removed).
+    """
+    from nnunet_teachformer.planners.plan import resolve_dataset
+
+    ort = _require_onnx()
+    fold = fold if str(fold) == "all" else int(fold)
+    _, dataset_name = resolve_dataset(dataset, need_raw=False)
+    folder = model_folder(dataset_name, trainer, plans, configuration)
+    fix = (f"train it with `teachformer train -d {dataset} -f {fold}` (or `nnUNetv2_train {dataset} {configuration} "
+           f"{fold} -p {plans} -tr {trainer}`), or pick the model with -tr/-p/-c/-f")
+    predictor, network = load_for_export(folder, fold, checkpoint, fix)
+
+    output = Path(output)
+    channels = len(predictor.dataset_json["channel_names"])
+    patch = [int(p) for p in predictor.configuration_manager.patch_size]
+    generator = torch.Generator().manual_seed(0)
+    export_network(network, torch.randn((1, channels, *patch), generator=generator), output, opset)
+    check = torch.randn((2, channels, *patch), generator=generator)
+    difference = max_abs_difference(network, output, check)
+    if not difference <= tolerance:
+        output.unlink(missing_ok=True)
+        raise TeachFormerError(
+            f"onnxruntime's logits differ from PyTorch's by up to {difference:.3g} (> tolerance {tolerance:g}) for "
+            f"{folder / f'fold_{fold}' / checkpoint}; {output} was not kept. Try another --opset (now {opset}).")
+
+    checkpoint_path = folder / f"fold_{fold}" / checkpoint
+    metadata = {
+        "onnx_file": output.name,
+        "model": {"dataset": dataset_name, "trainer": predictor.trainer_name, "plans": plans,
+                  "configuration": configuration, "fold": fold, "checkpoint": str(checkpoint_path),
+                  "parameters": sum(p.numel() for p in network.parameters())},
+        **input_contract(predictor),
+        "export": {"exporter": "torch.onnx.export (TorchScript-based, dynamo=False)", "opset": opset,
+                   "torch": torch.__version__, "onnxruntime": ort.__version__},
+        "verification": {"max_abs_logit_difference": difference, "tolerance": tolerance,
+                         "input": f"standard normal, seed 0, shape {list(check.shape)}",
+                         "runtime": "onnxruntime CPUExecutionProvider"},
+    }
+    output.with_suffix(".json").write_text(json.dumps(metadata, indent=2))
+    return metadata
