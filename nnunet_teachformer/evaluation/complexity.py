@@ -2,10 +2,10 @@
 
 GFLOPs are those of one forward pass of one patch (batch 1) in eval mode, counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (convolutions, matrix products, attention; a multiply-add
-counts as 2 FLOPs, so GFLOPs = 2 x GMACs). The network is first built and run on PyTorch's ``meta``
-device, which computes shapes only and takes well under a second even for the paper-sized networks;
-a network with an operation the meta device cannot run (e.g. SwinUNETR's ``.item()`` in its attention
-mask) is counted with a real forward under ``torch.no_grad`` instead (on the CPU unless told otherwise).
+counts as 2 FLOPs, so GFLOPs = 2 x GMACs). The network is built on the CPU (some constructors, e.g.
+SwinUNETR's, read tensor values), moved to PyTorch's ``meta`` device and run there: shapes only, well
+under a second even for the paper-sized networks at 144^3. A network with an operation the meta device
+cannot run is counted with a real forward under ``torch.no_grad`` instead (on the CPU unless told otherwise).
 
 A model folder's network is rebuilt the way nnU-Net's predictor does: the trainer class's
 ``build_network_architecture`` with the folder's ``plans.json``/``dataset.json``, deep supervision off.
@@ -45,15 +45,14 @@ def _count(network: nn.Module, input_shape: Sequence[int], device: str) -> int:
 def measure_complexity(build: Callable[[], nn.Module], input_shape: Sequence[int],
                        fallback_device: str = "cpu") -> Complexity:
     """Parameters and GFLOPs of ``build()`` for one input of ``input_shape`` (batch first)."""
+    network = build()
+    parameters = count_parameters(network)
     try:
-        with torch.device("meta"):
-            network = build()
-        flops, device = _count(network, input_shape, "meta"), "meta"
+        flops, device = _count(network.to("meta"), input_shape, "meta"), "meta"
     except Exception:  # noqa: BLE001 - any failure on meta is an operation without a meta kernel: count for real
         network = build().to(fallback_device)
         flops, device = _count(network, input_shape, fallback_device), fallback_device
-        network.to("cpu")
-    return Complexity(count_parameters(network), flops / 1e9, tuple(int(s) for s in input_shape), device)
+    return Complexity(parameters, flops / 1e9, tuple(int(s) for s in input_shape), device)
 
 
 def network_builder(model_folder, trainer_class: type, configuration: str) -> Tuple[Callable[[], nn.Module],
