@@ -1,0 +1,144 @@
+"""End to end through the real nnU-Net CLI on the phantom: train every architecture and the distilled
+student (fold 0, tiny presets, CPU), predict held-out cases, evaluate, and the teacher guards."""
+import json
+import math
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import (CONFIG, DATASET_ID, DIRECT_TRAINERS, STUDY_TRAINERS, TEACHFORMER_PLANS,
+                      console_script, model_folder, run_cli)
+
+
+def _predict_and_evaluate(phantom, tmp_path, trainer, env=None):
+    out = tmp_path / trainer
+    run_cli([console_script("nnUNetv2_predict"), "-i", phantom / "imagesTs", "-o", out, "-d", DATASET_ID, "-c", CONFIG,
+             "-p", TEACHFORMER_PLANS, "-tr", trainer, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1], env=env)
+    run_cli([console_script("nnUNetv2_evaluate_folder"), phantom / "labelsTs", out, "-djfile",
+             out / "dataset.json", "-pfile", out / "plans.json", "-np", 1])
+    return out
+
+
+@pytest.mark.parametrize("trainer", DIRECT_TRAINERS + STUDY_TRAINERS)
+def test_trains_predicts_and_evaluates(trained, phantom, tmp_path, trainer):
+    fold = trained["folders"][trainer] / "fold_0"
+    assert (fold / "checkpoint_final.pth").is_file()
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
+
+    out = _predict_and_evaluate(phantom, tmp_path, trainer)
+    for image in sorted((phantom / "imagesTs").glob("*_0000.nii.gz")):
+        case = image.name[:-len("_0000.nii.gz")]
+        source, prediction = sitk.ReadImage(str(image)), sitk.ReadImage(str(out / f"{case}.nii.gz"))
+        assert prediction.GetSize() == source.GetSize()
+        assert np.allclose(prediction.GetSpacing(), source.GetSpacing())
+        assert np.allclose(prediction.GetOrigin(), source.GetOrigin())
+        assert np.allclose(prediction.GetDirection(), source.GetDirection())
+        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
+    held_out = json.loads((out / "summary.json").read_text())
+    assert isinstance(held_out["foreground_mean"]["Dice"], float)
+    assert not math.isnan(held_out["foreground_mean"]["Dice"])
+
+
+def test_study_skipped_finished_teachers_and_trained_the_students(trained):
+    output = trained["study_output"]
+    for teacher in ("HDenseFormerTrainer_tiny", "SwinUNETRTrainer_tiny", "UNETRTrainer_tiny"):
+        assert re.search(rf"\[done\]\s+{teacher} fold 0", output), output
+    assert "baseline HDenseFormerLightTrainer_tiny fold 0" in output
+    assert "distilled TeachFormerTrainer_tiny fold 0" in output
+
+
+def test_distilled_log_has_three_finite_losses_and_checkpoint_has_only_the_student(trained):
+    fold = trained["folders"]["TeachFormerTrainer_tiny"] / "fold_0"
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    for key in ("train_l_seg", "train_l_afs", "train_l_pwd"):
+        values = checkpoint["logging"][key]
+        assert len(values) == 2 and all(math.isfinite(v) for v in values), (key, values)
+    assert checkpoint["logging"]["train_l_afs"][0] > 0 and checkpoint["logging"]["train_l_pwd"][0] > 0
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    assert len(re.findall(r"L_SEG [\d.]+ L_AFS [\d.]+ L_PWD [\d.]+", log)) == 2
+    assert "HDenseFormerTrainer_tiny" in log and "SwinUNETRTrainer_tiny" in log and "UNETRTrainer_tiny" in log
+    baseline = torch.load(trained["folders"]["HDenseFormerLightTrainer_tiny"] / "fold_0" / "checkpoint_final.pth",
+                          map_location="cpu", weights_only=False)
+    assert checkpoint["network_weights"].keys() == baseline["network_weights"].keys()
+    assert checkpoint["trainer_name"] == "TeachFormerTrainer_tiny"
+
+
+def test_distilled_student_predicts_without_teachers(trained, phantom, tmp_path, nnunet_dirs):
+    results = tmp_path / "results_without_teachers"
+    shutil.copytree(model_folder(nnunet_dirs["nnUNet_results"], "TeachFormerTrainer_tiny"),
+                    model_folder(results, "TeachFormerTrainer_tiny"))
+    env = dict(os.environ, nnUNet_results=str(results))
+    out = _predict_and_evaluate(phantom, tmp_path, "TeachFormerTrainer_tiny", env=env)
+    assert len(list(out.glob("PHANTOM_*.nii.gz"))) == len(list((phantom / "imagesTs").glob("*_0000.nii.gz")))
+
+
+def _distil(results_root, trainer="TeachFormerTrainer_UNETRTeacher_tiny"):
+    env = dict(os.environ, nnUNet_results=str(results_root))
+    return run_cli([console_script("nnUNetv2_train"), DATASET_ID, CONFIG, 0, "-p", TEACHFORMER_PLANS, "-tr", trainer,
+                    "-device", "cpu"], env=env, check=False)
+
+
+def test_missing_teacher_is_refused_with_the_command_that_trains_it(trained, tmp_path):
+    result = _distil(tmp_path / "empty_results")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "UNETRTrainer_tiny" in result.stderr and "does not exist" in result.stderr
+    assert f"nnUNetv2_train {DATASET_ID} {CONFIG} 0 -p {TEACHFORMER_PLANS} -tr UNETRTrainer_tiny" in result.stderr
+
+
+def test_teacher_from_another_fold_is_refused(trained, tmp_path, nnunet_dirs):
+    """A real fold-1 teacher placed where the fold-0 teacher belongs: its training cases are fold 0's validation."""
+    results = tmp_path / "results"
+    env = dict(os.environ, nnUNet_results=str(results))
+    run_cli([console_script("nnUNetv2_train"), DATASET_ID, CONFIG, 1, "-p", TEACHFORMER_PLANS, "-tr",
+             "UNETRTrainer_tiny", "-device", "cpu"], env=env)
+    teacher = model_folder(results, "UNETRTrainer_tiny")
+    (teacher / "fold_0").mkdir()
+    shutil.copy(teacher / "fold_1" / "checkpoint_final.pth", teacher / "fold_0" / "checkpoint_final.pth")
+    result = _distil(results)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "trained on fold 1" in result.stderr and "validation cases" in result.stderr
+    assert str(teacher / "fold_0" / "checkpoint_final.pth") in result.stderr
+
+
+def test_teacher_with_other_plans_is_refused(trained, tmp_path, nnunet_dirs):
+    results = tmp_path / "results"
+    source = model_folder(nnunet_dirs["nnUNet_results"], "UNETRTrainer_tiny") / "fold_0" / "checkpoint_final.pth"
+    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    checkpoint["init_args"]["plans"]["configurations"][CONFIG]["patch_size"] = [16, 16, 16]
+    target = model_folder(results, "UNETRTrainer_tiny") / "fold_0"
+    target.mkdir(parents=True)
+    torch.save(checkpoint, target / "checkpoint_final.pth")
+    result = _distil(results)
+    assert result.returncode != 0 and "patch size [16, 16, 16]" in result.stderr
+
+
+def test_unloadable_teacher_is_refused(trained, tmp_path):
+    target = model_folder(tmp_path / "results", "UNETRTrainer_tiny") / "fold_0"
+    target.mkdir(parents=True)
+    (target / "checkpoint_final.pth").write_bytes(b"not a checkpoint")
+    result = _distil(tmp_path / "results")
+    assert result.returncode != 0 and "cannot load" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_patch_the_network_cannot_take_fails_before_training(phantom, nnunet_dirs):
+    result = run_cli([console_script("nnUNetv2_train"), DATASET_ID, CONFIG, 0, "-tr", "SwinUNETRTrainer_tiny",
+                      "-device", "cpu"], check=False)  # nnUNetPlans: 48^3 patch
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "multiple of 32" in result.stderr and f"teachformer plan -d {DATASET_ID}" in result.stderr
+    assert not model_folder(nnunet_dirs["nnUNet_results"], "SwinUNETRTrainer_tiny", "nnUNetPlans").exists()
+
+
+def test_cnn_student_trains_on_nnunet_default_plans(phantom, nnunet_dirs):
+    run_cli([console_script("nnUNetv2_train"), DATASET_ID, CONFIG, 0, "-tr", "UXNetLightTrainer_tiny",
+             "-device", "cpu"])
+    fold = model_folder(nnunet_dirs["nnUNet_results"], "UXNetLightTrainer_tiny", "nnUNetPlans") / "fold_0"
+    assert (fold / "checkpoint_final.pth").is_file()

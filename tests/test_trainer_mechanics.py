@@ -1,0 +1,85 @@
+"""In-process checks of the trainers inside nnU-Net's real loop: where gradients go, early stopping."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CONFIG, DATASET_NAME, TEACHFORMER_PLANS, model_folder
+from nnunet_teachformer.trainers import TeachFormerTrainer_tiny, UNETRTrainer_tiny
+
+
+def _trainer(cls, nnunet_dirs, fold=0):
+    base = nnunet_dirs["nnUNet_preprocessed"] / DATASET_NAME
+    plans = json.loads((base / f"{TEACHFORMER_PLANS}.json").read_text())
+    plans["continue_training"] = False
+    dataset_json = json.loads((base / "dataset.json").read_text())
+    return cls(plans, CONFIG, fold, dataset_json, torch.device("cpu"))
+
+
+@pytest.fixture
+def scratch_results(tmp_path, monkeypatch, nnunet_dirs, trained):
+    """A private nnUNet_results that sees the session's trained teachers (symlinks) but keeps new folders apart."""
+    results = tmp_path / "results"
+    (results / DATASET_NAME).mkdir(parents=True)
+    for folder in (nnunet_dirs["nnUNet_results"] / DATASET_NAME).iterdir():
+        (results / DATASET_NAME / folder.name).symlink_to(folder, target_is_directory=True)
+    monkeypatch.setenv("nnUNet_results", str(results))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # single-threaded augmentation: no worker processes
+    return results
+
+
+class _DistillProbe(TeachFormerTrainer_tiny):
+    pass
+
+
+def test_gradients_reach_only_the_student(scratch_results, nnunet_dirs):
+    trainer = _trainer(_DistillProbe, nnunet_dirs)
+    trainer.on_train_start()
+    teacher_params = [p for t in trainer.teachers.teachers for p in t.network.parameters()]
+    assert len(trainer.teachers.teachers) == 3 and teacher_params
+    teachers_before = [p.detach().clone() for p in teacher_params]
+    student_before = [p.detach().clone() for p in trainer.network.parameters()]
+
+    out = trainer.train_step(next(trainer.dataloader_train))
+
+    assert all(math.isfinite(float(out[k])) for k in ("loss", "train_l_seg", "train_l_afs", "train_l_pwd"))
+    assert all(p.grad is None and not p.requires_grad for p in teacher_params)
+    assert all(torch.equal(a, b) for a, b in zip(teacher_params, teachers_before))
+    assert any(not torch.equal(a, b) for a, b in zip(trainer.network.parameters(), student_before))
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in trainer.network.parameters()}
+    assert not optimised & {id(p) for p in teacher_params}
+    assert all(not t.network.training for t in trainer.teachers.teachers)
+
+
+class _EarlyStopProbe(UNETRTrainer_tiny):
+    epochs = 8
+    iterations_per_epoch = 1
+    val_iterations_per_epoch = 1
+    early_stopping_patience = 2
+    # a pseudo Dice that peaks at epoch 1, standing in for a model that stops improving
+    scripted_dice = (0.5, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
+
+    def on_validation_epoch_end(self, val_outputs):
+        super().on_validation_epoch_end(val_outputs)
+        self.logger.log("mean_fg_dice", self.scripted_dice[self.current_epoch], self.current_epoch)
+
+
+def test_early_stopping_ends_with_the_best_weights_and_resumes_its_counter(scratch_results, nnunet_dirs):
+    trainer = _trainer(_EarlyStopProbe, nnunet_dirs)
+    trainer.run_training()
+    # EMA: 0.5, 0.54 (best), 0.496, 0.4474 -> two epochs without improvement after epoch 1 -> stop after epoch 3
+    assert len(trainer.logger.get_value("ema_fg_dice", None)) == 4
+    folder = model_folder(scratch_results, "_EarlyStopProbe") / "fold_0"
+    final = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    best = torch.load(folder / "checkpoint_best.pth", map_location="cpu", weights_only=False)
+    assert final["current_epoch"] == 4
+    assert all(torch.equal(final["network_weights"][k], v) for k, v in best["network_weights"].items())
+    assert np.isclose(best["_best_ema"], 0.54)
+
+    resumed = _trainer(_EarlyStopProbe, nnunet_dirs)
+    resumed.load_checkpoint(str(folder / "checkpoint_final.pth"))
+    assert resumed.epochs_without_improvement() == 2
+    assert np.isclose(resumed._best_ema, 0.54)
