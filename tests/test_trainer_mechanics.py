@@ -19,22 +19,28 @@ def _trainer(cls, nnunet_dirs, fold=0):
 
 
 @pytest.fixture
-def scratch_results(tmp_path, monkeypatch, nnunet_dirs, trained):
-    """A private nnUNet_results that sees the session's trained teachers (symlinks) but keeps new folders apart."""
+def scratch_results(tmp_path, monkeypatch, phantom):
+    """A private nnUNet_results, so the folders these trainers make stay apart from the session's."""
     results = tmp_path / "results"
     (results / DATASET_NAME).mkdir(parents=True)
-    for folder in (nnunet_dirs["nnUNet_results"] / DATASET_NAME).iterdir():
-        (results / DATASET_NAME / folder.name).symlink_to(folder, target_is_directory=True)
     monkeypatch.setenv("nnUNet_results", str(results))
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # single-threaded augmentation: no worker processes
     return results
+
+
+@pytest.fixture
+def scratch_results_with_teachers(scratch_results, nnunet_dirs, trained):
+    """``scratch_results`` that also sees the session's trained models (symlinks)."""
+    for folder in (nnunet_dirs["nnUNet_results"] / DATASET_NAME).iterdir():
+        (scratch_results / DATASET_NAME / folder.name).symlink_to(folder, target_is_directory=True)
+    return scratch_results
 
 
 class _DistillProbe(TeachFormerTrainer_tiny):
     pass
 
 
-def test_gradients_reach_only_the_student(scratch_results, nnunet_dirs):
+def test_gradients_reach_only_the_student(scratch_results_with_teachers, nnunet_dirs):
     trainer = _trainer(_DistillProbe, nnunet_dirs)
     trainer.on_train_start()
     teacher_params = [p for t in trainer.teachers.teachers for p in t.network.parameters()]
@@ -63,8 +69,10 @@ class _EarlyStopProbe(UNETRTrainer_tiny):
     scripted_dice = (0.5, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
 
     def on_validation_epoch_end(self, val_outputs):
-        super().on_validation_epoch_end(val_outputs)
-        self.logger.log("mean_fg_dice", self.scripted_dice[self.current_epoch], self.current_epoch)
+        epoch, dice = self.current_epoch, self.scripted_dice[self.current_epoch]
+        self.logger.log("mean_fg_dice", dice, epoch)  # nnU-Net's logger derives the EMA from it
+        self.logger.log("dice_per_class_or_region", [dice, dice], epoch)
+        self.logger.log("val_losses", float(np.mean([o["loss"] for o in val_outputs])), epoch)
 
 
 def test_early_stopping_ends_with_the_best_weights_and_resumes_its_counter(scratch_results, nnunet_dirs):
