@@ -17,7 +17,8 @@ from conftest import CONFIG, console_script, run_cli
 from nnunet_teachformer.evaluation.complexity import measure_complexity, network_builder
 from nnunet_teachformer.evaluation.metrics import evaluate_predictions, hd95
 from nnunet_teachformer.evaluation.report import ModelRow, build_report
-from nnunet_teachformer.evaluation.results import FoldResult, ModelResults, find_trainer_class
+from nnunet_teachformer.evaluation.results import (ROLE_DISTILLED, FoldResult, ModelResults, find_trainer_class,
+                                                    missing_models, teachers_used)
 from nnunet_teachformer.evaluation.statistics import paired_test
 
 REPORT_DATASET_ID = 991
@@ -231,3 +232,20 @@ def test_fold_means_and_sd_only_for_complete_models(tmp_path):
     model.missing = {2: "not trained"}
     assert all(math.isnan(v) for v in row.dice("fg"))
     assert row.fold_dice("fg") == pytest.approx({0: 0.7, 1: 0.6})
+
+
+def test_teachers_are_the_ones_recorded_at_training_time(report_tree, tmp_path):
+    record = json.loads((report_tree[DISTILLED] / "fold_0" / "teachers.json").read_text())
+    assert [t["trainer"] for t in record] == [TEACHER]
+    assert record[0]["checkpoint"] == str(report_tree[TEACHER] / "fold_0" / "checkpoint_final.pth")
+
+    from nnunet_teachformer.trainers import TeachFormerTrainer_tiny
+    model = ModelResults("TeachFormerTrainer_tiny", "P", "C", tmp_path, ROLE_DISTILLED, TeachFormerTrainer_tiny)
+    expected_default = {"HDenseFormerTrainer_tiny", "SwinUNETRTrainer_tiny", "UNETRTrainer_tiny"}
+    assert set(teachers_used(model)) == expected_default  # nothing recorded: the class's own teachers
+    for fold, teachers in ((0, ["SwinUNETRTrainer_tiny"]), (1, ["SwinUNETRTrainer_tiny", "UNETRTrainer_tiny"])):
+        (tmp_path / f"fold_{fold}").mkdir()
+        (tmp_path / f"fold_{fold}" / "teachers.json").write_text(json.dumps([{"trainer": t} for t in teachers]))
+    assert teachers_used(model) == ["SwinUNETRTrainer_tiny", "UNETRTrainer_tiny"]
+    missing = " ".join(missing_models([model]))
+    assert "SwinUNETRTrainer_tiny__P__C (teacher of" in missing and "HDenseFormerTrainer_tiny" not in missing

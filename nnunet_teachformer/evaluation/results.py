@@ -9,6 +9,7 @@ without distillation (its network spec says which), anything else an nnU-Net bas
 """
 import contextlib
 import io
+import json
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -209,10 +210,21 @@ def discover_models(folders: DatasetFolders, requested_folds: Sequence[int], log
     return models
 
 
+def teachers_used(model: ModelResults) -> List[str]:
+    """The teacher trainers of a distilled student, as its folds recorded them (in fold order, no repeats);
+    the trainer class's default set for a model trained before the record existed."""
+    from nnunet_teachformer.trainers.teachformer import TEACHERS_FILE
+
+    recorded = [t["trainer"] for record in sorted(model.folder.glob(f"fold_*/{TEACHERS_FILE}"))
+                for t in json.loads(record.read_text())]
+    cls = model.trainer_class
+    return list(dict.fromkeys(recorded)) or [t + cls.teacher_variant for t in cls.teacher_trainers]
+
+
 def missing_models(models: Sequence[ModelResults]) -> List[str]:
-    """Models a distilled student is compared with that have no result folder: its teachers (the trainer's
-    default set; ``TEACHFORMER_TEACHERS`` at training time may have changed it) and its baseline student
-    (the architecture trainer with the same network, preset and schedule)."""
+    """Models a distilled student is compared with that have no result folder: its teachers (those recorded
+    in its folds' ``teachers.json``, else the trainer's default set) and its baseline student (the
+    architecture trainer with the same network, preset and schedule)."""
     import nnunet_teachformer.trainers as trainers
     from nnunet_teachformer.trainers.architecture_trainer import ArchitectureTrainer
     from nnunet_teachformer.trainers.teachformer import TeachFormerTrainer
@@ -227,7 +239,7 @@ def missing_models(models: Sequence[ModelResults]) -> List[str]:
         if m.role != ROLE_DISTILLED:
             continue
         cls = m.trainer_class
-        expected = [(t + cls.teacher_variant, "teacher") for t in cls.teacher_trainers]
+        expected = [(t, "teacher") for t in teachers_used(m)]
         expected += [(name, "student without distillation") for name, c in vars(trainers).items()
                      if isinstance(c, type) and issubclass(c, ArchitectureTrainer)
                      and not issubclass(c, TeachFormerTrainer) and same_student(c, cls)]

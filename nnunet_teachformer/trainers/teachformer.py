@@ -22,7 +22,7 @@ from typing import List
 
 import numpy as np
 import torch
-from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
 from nnunetv2.paths import nnUNet_results
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.helpers import dummy_context
@@ -37,6 +37,7 @@ from nnunet_teachformer.trainers.architecture_trainer import ArchitectureTrainer
 from nnunet_teachformer.trainers.progress import DistillationProgressLogger
 
 LOSS_TERMS = ("train_l_seg", "train_l_afs", "train_l_pwd")
+TEACHERS_FILE = "teachers.json"  # in fold_X: the teachers that taught this fold
 
 
 class TeachFormerTrainer(ArchitectureTrainer):
@@ -74,6 +75,9 @@ class TeachFormerTrainer(ArchitectureTrainer):
             validation_cases=tuple(validation_cases), splits=self._load_splits(), results_root=str(nnUNet_results))
         teachers = load_teachers(self.teacher_refs(), run, self.device)
         self.teachers = self.teacher_ensemble(teachers)
+        if self.local_rank == 0:  # which teachers taught this fold, for the report (TEACHFORMER_TEACHERS may differ)
+            save_json([{"trainer": t.ref.trainer, "checkpoint": str(t.checkpoint_path)} for t in teachers],
+                      join(self.output_folder, TEACHERS_FILE))
         taps = self.teachers.taps
         self.print_to_log_file(
             "Teach-Former distillation: teachers " + ", ".join(str(t.checkpoint_path) for t in teachers) +
