@@ -50,7 +50,7 @@ def _train(a):
 def _predict(a):
     from nnunet_teachformer.study import predict
     predict(a.input, a.output, a.dataset, a.folds, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
-            device=a.device, save_probabilities=a.save_probabilities)
+            device=a.device, save_probabilities=a.save_probabilities, tta=not a.disable_tta)
 
 
 def _report(a):
@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--configuration", default="3d_fullres")
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default="cuda")
     p.add_argument("--save-probabilities", action="store_true")
+    p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (8x faster)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("report", help="cross-validation table, paired tests, plots and gallery of every model")

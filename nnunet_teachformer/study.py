@@ -118,7 +118,7 @@ def run_study(runs: Sequence[ModelRun], log=print) -> None:
 
 def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[int], trainer: str = "TeachFormerTrainer",
             plans: str = "TeachFormerPlans", configuration: str = "3d_fullres", device: str = "cuda",
-            save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth") -> List[str]:
+            save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth", tta: bool = True) -> List[str]:
     """Runs ``nnUNetv2_predict`` for ``trainer``'s ensemble of ``folds`` after checking the checkpoints exist."""
     from nnunet_teachformer.planners.plan import resolve_dataset
     dataset_id, dataset_name = resolve_dataset(dataset_id, need_raw=False)
@@ -132,7 +132,8 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[i
                                f"CASE_0000{'.nii.gz'} ... like imagesTs.")
     command = ["nnUNetv2_predict", "-i", str(input_folder), "-o", str(output_folder), "-d", str(dataset_id),
                "-c", configuration, "-p", plans, "-tr", trainer, "-f", *map(str, folds), "-chk", checkpoint,
-               "-device", device] + (["--save_probabilities"] if save_probabilities else [])
+               "-device", device]
+    command += (["--save_probabilities"] if save_probabilities else []) + ([] if tta else ["--disable_tta"])
     executable = Path(sys.executable).parent / command[0]
     code = subprocess.call([str(executable) if executable.exists() else command[0]] + command[1:])
     if code != 0:
