@@ -7,7 +7,7 @@ study report. Everything lives under ``--workdir`` (its own nnUNet_raw/_preproce
 user's nnU-Net folders are not touched; re-running resumes and skips what is done.
 
 Two sizes: the default (tiny SwinUNETR and UNETR teachers, ``_demo`` schedule, 16 + 4 cases; ~15 min
-on 2 CPU cores) and ``--quick`` (one tiny teacher, ``_tiny`` schedule, 10 + 2 cases; ~3 min, a smoke
+on 2 CPU cores) and ``--quick`` (one tiny teacher, ``_tiny`` schedule, 10 + 2 cases; ~6 min, a smoke
 test). Either way the networks are tiny and the training is minutes long: the numbers show the pipeline
 working, not the paper's accuracy. The H-DenseFormer teacher is left out of the demo: in 80 steps it
 stayed at Dice 0 (like its Light student, it needs longer), costs the most time, and a teacher at chance
@@ -107,7 +107,9 @@ def run_demo(workdir: str = "teachformer_demo", quick: bool = False, device: Opt
     held_out = {}
     for r in runs:
         out = workdir / "held_out_predictions" / r.trainer
-        predict(str(dataset / "imagesTs"), str(out), DATASET_ID, [0], trainer=r.trainer, device=device, tta=False)
+        # one worker each: starting nnU-Net's default 3+3 worker processes costs more than these small cases
+        predict(str(dataset / "imagesTs"), str(out), DATASET_ID, [0], trainer=r.trainer, device=device, tta=False,
+                processes=1)
         held_out[r.trainer] = evaluate_predictions(out, dataset / "labelsTs", dataset_json)
 
     stage("5/5 report (nnU-Net validation of fold 0, parameters, GFLOPs, paired tests, plots)")

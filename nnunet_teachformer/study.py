@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_teachformer.errors import TeachFormerError
 
@@ -118,8 +118,10 @@ def run_study(runs: Sequence[ModelRun], log=print) -> None:
 
 def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[int], trainer: str = "TeachFormerTrainer",
             plans: str = "TeachFormerPlans", configuration: str = "3d_fullres", device: str = "cuda",
-            save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth", tta: bool = True) -> List[str]:
-    """Runs ``nnUNetv2_predict`` for ``trainer``'s ensemble of ``folds`` after checking the checkpoints exist."""
+            save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth", tta: bool = True,
+            processes: Optional[int] = None) -> List[str]:
+    """Runs ``nnUNetv2_predict`` for ``trainer``'s ensemble of ``folds`` after checking the checkpoints exist;
+    ``processes`` sets its pre- and post-processing workers (-npp/-nps; nnU-Net's default is 3 each)."""
     from nnunet_teachformer.planners.plan import resolve_dataset
     dataset_id, dataset_name = resolve_dataset(dataset_id, need_raw=False)
     model = Path(os.environ.get("nnUNet_results", ""), dataset_name, f"{trainer}__{plans}__{configuration}")
@@ -134,6 +136,7 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[i
                "-c", configuration, "-p", plans, "-tr", trainer, "-f", *map(str, folds), "-chk", checkpoint,
                "-device", device]
     command += (["--save_probabilities"] if save_probabilities else []) + ([] if tta else ["--disable_tta"])
+    command += ["-npp", str(processes), "-nps", str(processes)] if processes else []
     executable = Path(sys.executable).parent / command[0]
     code = subprocess.call([str(executable) if executable.exists() else command[0]] + command[1:])
     if code != 0:
