@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="toy-scale study on the synthetic phantom: convert, plan, train, predict, report")
     p.add_argument("--workdir", default="teachformer_demo", help="folder for the demo's nnU-Net data and results")
-    p.add_argument("--quick", action="store_true", help="one teacher, tiny schedule (~6 min): a smoke test")
+    p.add_argument("--quick", action="store_true", help="one teacher, tiny schedule (4-6 min): a smoke test")
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default=None, help="default: cuda if available")
     p.set_defaults(func=_demo)
     p = sub.add_parser("export", help="export a trained student to ONNX, checked with onnxruntime, plus its "

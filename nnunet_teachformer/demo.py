@@ -7,7 +7,7 @@ study report. Everything lives under ``--workdir`` (its own nnUNet_raw/_preproce
 user's nnU-Net folders are not touched; re-running resumes and skips what is done.
 
 Two sizes: the default (tiny SwinUNETR and UNETR teachers, ``_demo`` schedule, 16 + 4 cases; ~15 min
-on 2 CPU cores) and ``--quick`` (one tiny teacher, ``_tiny`` schedule, 10 + 2 cases; ~6 min, a smoke
+on 2 CPU cores) and ``--quick`` (one tiny teacher, ``_tiny`` schedule, 10 + 2 cases; 4-6 min, a smoke
 test). Either way the networks are tiny and the training is minutes long: the numbers show the pipeline
 working, not the paper's accuracy. The H-DenseFormer teacher is left out of the demo: in 80 steps it
 stayed at Dice 0 (like its Light student, it needs longer), costs the most time, and a teacher at chance
