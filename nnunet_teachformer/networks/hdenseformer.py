@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunet_teachformer.networks.precision import NoFP16
 from nnunet_teachformer.networks.spec import NetworkSpec
 from nnunet_teachformer.networks.taps import Tap
 
@@ -162,7 +163,7 @@ class DecoderStage(nn.Module):
         return self.conv(torch.cat([self.up(x), skip], dim=1))
 
 
-class HDenseFormer(nn.Module):
+class HDenseFormer(NoFP16):
     def __init__(self, in_channels: int, num_classes: int, patch_size: Sequence[int], deep_supervision: bool = False,
                  base_filters: int = 32, transformer_depth: int = 24, dense_layers: int = 4, growth_rate: int = 32,
                  num_heads: int = 8, embed_dim: Optional[int] = None, dropout: float = 0.5):

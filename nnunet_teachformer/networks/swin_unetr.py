@@ -6,11 +6,12 @@ input, which must be a multiple of 32 on every axis.
 """
 from monai.networks.nets import SwinUNETR
 
+from nnunet_teachformer.networks.precision import NoFP16
 from nnunet_teachformer.networks.spec import NetworkSpec
 from nnunet_teachformer.networks.taps import Tap
 
 
-class SwinUNETRNet(SwinUNETR):
+class SwinUNETRNet(NoFP16, SwinUNETR):
     def distillation_taps(self):
         return {"coarse": Tap(self.encoder10), "fine": Tap(self.decoder2)}
 

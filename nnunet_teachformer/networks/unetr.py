@@ -7,11 +7,12 @@ fine = ``decoder3`` (second-to-last decoder stage, 2*feature_size channels at 1/
 """
 from monai.networks.nets import UNETR
 
+from nnunet_teachformer.networks.precision import NoFP16
 from nnunet_teachformer.networks.spec import NetworkSpec
 from nnunet_teachformer.networks.taps import Tap
 
 
-class UNETRNet(UNETR):
+class UNETRNet(NoFP16, UNETR):
     def distillation_taps(self):
         return {"coarse": Tap(self.decoder5, read="input"), "fine": Tap(self.decoder3)}
 

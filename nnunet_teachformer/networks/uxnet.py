@@ -41,6 +41,7 @@ import torch
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
 from torch import nn
 
+from nnunet_teachformer.networks.precision import NoFP16
 from nnunet_teachformer.networks.spec import NetworkSpec
 from nnunet_teachformer.networks.taps import Tap
 
@@ -97,7 +98,7 @@ class UXNetEncoder(nn.Module):
         return outputs
 
 
-class UXNet(nn.Module):
+class UXNet(NoFP16):
     def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (48, 96, 192, 384),
                  hidden_size: int = 768, depths: Sequence[int] = (2, 2, 2, 2), kernel_size: int = 7,
                  norm_name: str = "instance"):
