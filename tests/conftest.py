@@ -87,3 +87,16 @@ def trained(phantom, nnunet_dirs):
                      "--device", "cpu"])
     folders = {t: model_folder(nnunet_dirs["nnUNet_results"], t) for t in DIRECT_TRAINERS + STUDY_TRAINERS}
     return {"folders": folders, "study_output": study.stdout}
+
+
+PROBE_TRAINERS = Path(__file__).parent / "probe_trainers"
+
+
+def probe_env(**extra):
+    """The session's environment plus the test-only trainers of tests/probe_trainers for nnU-Net's lookup."""
+    return dict(os.environ, nnUNet_extTrainer=str(PROBE_TRAINERS), **{k: str(v) for k, v in extra.items()})
+
+
+def train_command(trainer, fold=0, plans=TEACHFORMER_PLANS, *extra):
+    return [console_script("nnUNetv2_train"), DATASET_ID, CONFIG, fold, "-p", plans, "-tr", trainer, "-device", "cpu",
+            *extra]

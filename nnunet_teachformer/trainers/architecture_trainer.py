@@ -10,19 +10,14 @@ variants are two-line subclasses in nnU-Net's style. Relative to ``nnUNetTrainer
 * the loss: L_SEG = focal + soft Dice, deep supervision with the network's own heads, if any;
 * precision: fp32 on CPU; bf16 autocast on CUDA, never fp16 (fp16 overflows in attention make
   transformer losses NaN in nnU-Net); torch.compile only when nnUNet_compile asks for it;
-* early stopping: training ends when the EMA pseudo-Dice has not improved for
-  ``early_stopping_patience`` epochs (the paper's 40); ``checkpoint_final.pth`` then holds the best
-  weights. The counter is derived from the logged EMA history, which the checkpoint carries, so
-  ``--c`` resumes it exactly;
+* the study protocol (``StudyProtocol``): inner hold-out selection, early stopping, provenance;
 * a patch the network cannot take stops the trainer before anything is written, with the fix.
 """
 import os
-import warnings
 from typing import Optional
 
 import numpy as np
 import torch
-from batchgenerators.utilities.file_and_folder_operations import isfile, join
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -30,23 +25,17 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_teachformer.distillation.losses import SegmentationLoss
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.networks.precision import reduced_precision_dtype
 from nnunet_teachformer.networks.spec import NetworkSpec
 from nnunet_teachformer.networks.taps import unwrap_network
+from nnunet_teachformer.trainers.protocol import StudyProtocol
 
 
-class _EarlyStop(Exception):
-    pass
-
-
-class ArchitectureTrainer(nnUNetTrainer):
+class ArchitectureTrainer(StudyProtocol, nnUNetTrainer):
     network_spec: Optional[NetworkSpec] = None
     network_preset = "paper"
-    epochs = 1000
-    iterations_per_epoch = 250
-    val_iterations_per_epoch = 50
     learning_rate = 1e-3
     adam_weight_decay = 1e-4
-    early_stopping_patience: Optional[int] = 40
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -54,17 +43,10 @@ class ArchitectureTrainer(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = self.learning_rate
         self.weight_decay = self.adam_weight_decay
-        self.num_epochs = self.epochs
-        self.num_iterations_per_epoch = self.iterations_per_epoch
-        self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
         self.enable_deep_supervision = self.network_spec.has_deep_supervision
-        if self.device.type == "cuda":
+        if self.device.type == "cuda":  # bf16 where native, else fp32: what the networks do under any autocast
             self.grad_scaler = None
-            if torch.cuda.is_bf16_supported():
-                torch.set_autocast_dtype("cuda", torch.bfloat16)
-            else:  # no bf16 on this GPU: fp32 (CUDA autocast disables itself for float32)
-                torch.set_autocast_dtype("cuda", torch.float32)
-                warnings.filterwarnings("ignore", message="In CUDA autocast, but the target dtype")
+            torch.set_autocast_dtype("cuda", reduced_precision_dtype("cuda"))
 
     @classmethod
     def _check_before_start(cls, plans: dict, configuration: str, dataset_json: dict) -> None:
@@ -117,30 +99,3 @@ class ArchitectureTrainer(nnUNetTrainer):
 
     def plot_network_architecture(self):
         pass  # nnU-Net's hiddenlayer plot does not understand these networks
-
-    # early stopping -------------------------------------------------------------------------------
-    def epochs_without_improvement(self) -> int:
-        """Epochs since the best EMA pseudo-Dice (0 if the last epoch was the best)."""
-        ema = self.logger.get_value("ema_fg_dice", step=None)
-        if not ema:
-            return 0
-        return len(ema) - 1 - int(np.nanargmax(ema)) if not np.all(np.isnan(ema)) else len(ema)
-
-    def on_epoch_end(self):
-        super().on_epoch_end()
-        patience = self.early_stopping_patience
-        if patience is not None and self.current_epoch < self.num_epochs and \
-                self.epochs_without_improvement() >= patience:
-            self.print_to_log_file(f"Early stopping: no better EMA pseudo Dice for {patience} epochs "
-                                   f"(best {np.round(self._best_ema, 4)}); finishing with the best weights.")
-            raise _EarlyStop()
-
-    def run_training(self):
-        try:
-            super().run_training()
-        except _EarlyStop:
-            best = join(self.output_folder, "checkpoint_best.pth")
-            if isfile(best):
-                weights = torch.load(best, map_location=self.device, weights_only=False)["network_weights"]
-                unwrap_network(self.network).load_state_dict(weights)
-            self.on_train_end()

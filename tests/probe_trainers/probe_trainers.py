@@ -1,0 +1,38 @@
+"""Trainers that exist only for the tests, found by nnU-Net through ``nnUNet_extTrainer`` (see conftest's
+``probe_env``) so that the real ``nnUNetv2_train`` runs them."""
+import random
+
+import numpy as np
+import torch
+
+from nnunet_teachformer.trainers import HDenseFormerLightTrainer_tiny, UNETRTrainer_tiny
+
+
+class EarlyStopProbeTrainer(UNETRTrainer_tiny):
+    """Stops early at a known epoch: the pseudo Dice is scripted to peak at epoch 1."""
+    epochs = 8
+    iterations_per_epoch = 1
+    val_iterations_per_epoch = 1
+    early_stopping_patience = 2
+    scripted_dice = (0.5, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
+
+    def on_validation_epoch_end(self, val_outputs):
+        epoch, dice = self.current_epoch, self.scripted_dice[self.current_epoch]
+        self.logger.log("mean_fg_dice", dice, epoch)  # nnU-Net's logger derives the EMA from it
+        self.logger.log("dice_per_class_or_region", [dice, dice], epoch)
+        self.logger.log("val_losses", float(np.mean([o["loss"] for o in val_outputs])), epoch)
+
+
+class SeededSelectionProbeTrainer(HDenseFormerLightTrainer_tiny):
+    """A reproducible tiny run (seeded; run it with nnUNet_n_proc_DA=0) whose early stopping is likely to fire:
+    two runs on the same training and selection data must agree to the bit."""
+    epochs = 4
+    iterations_per_epoch = 2
+    val_iterations_per_epoch = 2
+    early_stopping_patience = 1
+
+    def __init__(self, *args, **kwargs):
+        random.seed(0)
+        np.random.seed(0)
+        torch.manual_seed(0)
+        super().__init__(*args, **kwargs)
