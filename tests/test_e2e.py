@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import (CONFIG, DATASET_ID, DIRECT_TRAINERS, STUDY_TRAINERS, TEACHFORMER_PLANS,
+from conftest import (CONFIG, DATASET_ID, DATASET_NAME, DIRECT_TRAINERS, STUDY_TRAINERS, TEACHFORMER_PLANS,
                       console_script, model_folder, run_cli)
 
 
@@ -24,12 +24,35 @@ def _predict_and_evaluate(phantom, tmp_path, trainer, env=None):
     return out
 
 
+def _dice(prediction_file, reference_file, label):
+    prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction_file))) == label
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(reference_file))) == label
+    total = prediction.sum() + reference.sum()
+    return 2 * np.logical_and(prediction, reference).sum() / total if total else math.nan
+
+
+def _check_summary(summary, prediction_folder, reference_folder):
+    """Every per-case Dice of nnU-Net's summary.json, recomputed from the files the summary names."""
+    for case in summary["metric_per_case"]:
+        name = os.path.basename(case["prediction_file"])
+        assert os.path.basename(case["reference_file"]) == name
+        for label in (1, 2):
+            expected = _dice(prediction_folder / name, reference_folder / name, label)
+            assert np.isclose(case["metrics"][str(label)]["Dice"], expected, equal_nan=True), (name, label)
+
+
 @pytest.mark.parametrize("trainer", DIRECT_TRAINERS + STUDY_TRAINERS)
-def test_trains_predicts_and_evaluates(trained, phantom, tmp_path, trainer):
+def test_trains_predicts_and_evaluates(trained, phantom, tmp_path, trainer, nnunet_dirs):
     fold = trained["folders"][trainer] / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
+    preprocessed = nnunet_dirs["nnUNet_preprocessed"] / DATASET_NAME
+    validation = json.loads((preprocessed / "splits_final.json").read_text())[0]["val"]
     summary = json.loads((fold / "validation" / "summary.json").read_text())
-    assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
+    assert sorted(os.path.basename(c["prediction_file"])[:-len(".nii.gz")] for c in summary["metric_per_case"]) == \
+        sorted(validation)  # the final validation scores exactly the fold's validation cases
+    _check_summary(summary, fold / "validation", preprocessed / "gt_segmentations")
+    record = json.loads((fold / "provenance.json").read_text())
+    assert record["validation_cases"] == sorted(validation) and not set(record["selection_cases"]) & set(validation)
 
     out = _predict_and_evaluate(phantom, tmp_path, trainer)
     for image in sorted((phantom / "imagesTs").glob("*_0000.nii.gz")):
@@ -41,8 +64,8 @@ def test_trains_predicts_and_evaluates(trained, phantom, tmp_path, trainer):
         assert np.allclose(prediction.GetDirection(), source.GetDirection())
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
     held_out = json.loads((out / "summary.json").read_text())
-    assert isinstance(held_out["foreground_mean"]["Dice"], float)
-    assert not math.isnan(held_out["foreground_mean"]["Dice"])
+    assert len(held_out["metric_per_case"]) == len(list((phantom / "imagesTs").glob("*_0000.nii.gz")))
+    _check_summary(held_out, out, phantom / "labelsTs")
 
 
 def test_study_skipped_finished_teachers_and_trained_the_students(trained):
@@ -67,6 +90,9 @@ def test_distilled_log_has_three_finite_losses_and_checkpoint_has_only_the_stude
                           map_location="cpu", weights_only=False)
     assert checkpoint["network_weights"].keys() == baseline["network_weights"].keys()
     assert checkpoint["trainer_name"] == "TeachFormerTrainer_tiny"
+    taught = json.loads((fold / "teachers.json").read_text())
+    assert sorted((t["trainer"], t["provenance"]) for t in taught) == \
+        [(t, "recorded") for t in ("HDenseFormerTrainer_tiny", "SwinUNETRTrainer_tiny", "UNETRTrainer_tiny")]
 
 
 def test_distilled_student_predicts_without_teachers(trained, phantom, tmp_path, nnunet_dirs):
@@ -87,24 +113,25 @@ def _distil(results_root, trainer="TeachFormerTrainer_UNETRTeacher_tiny"):
 def test_missing_teacher_is_refused_with_the_command_that_trains_it(trained, tmp_path):
     result = _distil(tmp_path / "empty_results")
     assert result.returncode != 0
+    assert not model_folder(tmp_path / "empty_results", "TeachFormerTrainer_UNETRTeacher_tiny").exists()
     assert "Traceback" not in result.stderr
     assert "UNETRTrainer_tiny" in result.stderr and "does not exist" in result.stderr
     assert f"nnUNetv2_train {DATASET_ID} {CONFIG} 0 -p {TEACHFORMER_PLANS} -tr UNETRTrainer_tiny" in result.stderr
 
 
 def test_teacher_from_another_fold_is_refused(trained, tmp_path, nnunet_dirs):
-    """A real fold-1 teacher placed where the fold-0 teacher belongs: its training cases are fold 0's validation."""
+    """A real fold-1 teacher, with its record, placed where the fold-0 teacher belongs: it learnt from fold 0's
+    validation cases."""
     results = tmp_path / "results"
     env = dict(os.environ, nnUNet_results=str(results))
     run_cli([console_script("nnUNetv2_train"), DATASET_ID, CONFIG, 1, "-p", TEACHFORMER_PLANS, "-tr",
              "UNETRTrainer_tiny", "-device", "cpu"], env=env)
     teacher = model_folder(results, "UNETRTrainer_tiny")
-    (teacher / "fold_0").mkdir()
-    shutil.copy(teacher / "fold_1" / "checkpoint_final.pth", teacher / "fold_0" / "checkpoint_final.pth")
+    shutil.copytree(teacher / "fold_1", teacher / "fold_0")
     result = _distil(results)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
-    assert "trained on fold 1" in result.stderr and "validation cases" in result.stderr
+    assert "record says fold 1" in result.stderr and "validation cases" in result.stderr
     assert str(teacher / "fold_0" / "checkpoint_final.pth") in result.stderr
 
 

@@ -1,13 +1,12 @@
-"""In-process checks of the trainers inside nnU-Net's real loop: where gradients go, early stopping."""
+"""In-process checks of the trainers inside nnU-Net's real loop: where gradients go (early stopping: test_protocol)."""
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import CONFIG, DATASET_NAME, TEACHFORMER_PLANS, model_folder
-from nnunet_teachformer.trainers import TeachFormerTrainer_tiny, UNETRTrainer_tiny
+from conftest import CONFIG, DATASET_NAME, TEACHFORMER_PLANS
+from nnunet_teachformer.trainers import TeachFormerTrainer_tiny
 
 
 def _trainer(cls, nnunet_dirs, fold=0):
@@ -58,36 +57,3 @@ def test_gradients_reach_only_the_student(scratch_results_with_teachers, nnunet_
     assert optimised == {id(p) for p in trainer.network.parameters()}
     assert not optimised & {id(p) for p in teacher_params}
     assert all(not t.network.training for t in trainer.teachers.teachers)
-
-
-class _EarlyStopProbe(UNETRTrainer_tiny):
-    epochs = 8
-    iterations_per_epoch = 1
-    val_iterations_per_epoch = 1
-    early_stopping_patience = 2
-    # a pseudo Dice that peaks at epoch 1, standing in for a model that stops improving
-    scripted_dice = (0.5, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
-
-    def on_validation_epoch_end(self, val_outputs):
-        epoch, dice = self.current_epoch, self.scripted_dice[self.current_epoch]
-        self.logger.log("mean_fg_dice", dice, epoch)  # nnU-Net's logger derives the EMA from it
-        self.logger.log("dice_per_class_or_region", [dice, dice], epoch)
-        self.logger.log("val_losses", float(np.mean([o["loss"] for o in val_outputs])), epoch)
-
-
-def test_early_stopping_ends_with_the_best_weights_and_resumes_its_counter(scratch_results, nnunet_dirs):
-    trainer = _trainer(_EarlyStopProbe, nnunet_dirs)
-    trainer.run_training()
-    # EMA: 0.5, 0.54 (best), 0.496, 0.4474 -> two epochs without improvement after epoch 1 -> stop after epoch 3
-    assert len(trainer.logger.get_value("ema_fg_dice", None)) == 4
-    folder = model_folder(scratch_results, "_EarlyStopProbe") / "fold_0"
-    final = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    best = torch.load(folder / "checkpoint_best.pth", map_location="cpu", weights_only=False)
-    assert final["current_epoch"] == 4
-    assert all(torch.equal(final["network_weights"][k], v) for k, v in best["network_weights"].items())
-    assert np.isclose(best["_best_ema"], 0.54)
-
-    resumed = _trainer(_EarlyStopProbe, nnunet_dirs)
-    resumed.load_checkpoint(str(folder / "checkpoint_final.pth"))
-    assert resumed.epochs_without_improvement() == 2
-    assert np.isclose(resumed._best_ema, 0.54)

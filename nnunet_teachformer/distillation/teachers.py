@@ -4,9 +4,12 @@ A teacher is an nnU-Net training result of the *same* dataset, plans, configurat
 student: ``$nnUNet_results/<Dataset>/<Trainer>__<Plans>__<Configuration>/fold_<f>/<checkpoint>``.
 ``load_teachers`` refuses, in one message that lists every problem with the checkpoint it concerns and
 the command that fixes it, a teacher that is missing, cannot be loaded, was trained with other plans,
-configuration, patch size, input channels or labels, or whose training cases include the student's
-validation cases (another fold, or fold ``all``): its knowledge of those cases would leak into the
-student's validation Dice.
+configuration, patch size, input channels or labels, or whose provenance record
+(``nnunet_teachformer.provenance``) shows other input data (re-planned or re-converted since) or
+training or selection cases among the student's validation cases (another fold, another split): its
+knowledge of those cases would leak into the student's validation Dice. A teacher without a record
+(trained by another program) is refused unless ``TEACHFORMER_ALLOW_UNRECORDED_TEACHERS=1``; it is then
+checked by its fold number against the current split only, and marked ``unrecorded``.
 
 ``TeacherEnsemble`` runs the teachers once per batch without autograd and returns only what the
 losses need: each teacher's attention maps at the requested taps and the combined class
@@ -24,9 +27,11 @@ from torch import nn
 from nnunet_teachformer.distillation.attention import attention_map
 from nnunet_teachformer.distillation.losses import combine_teacher_probabilities
 from nnunet_teachformer.errors import TeachFormerError
-from nnunet_teachformer.networks.taps import capture_taps
+from nnunet_teachformer.networks.taps import capture_taps, distillation_taps_of
+from nnunet_teachformer.provenance import read_record, seen_cases
 
 TEACHERS_ENV = "TEACHFORMER_TEACHERS"
+ALLOW_UNRECORDED_ENV = "TEACHFORMER_ALLOW_UNRECORDED_TEACHERS"
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ def parse_teacher_list(value: str, default_checkpoint: str = "checkpoint_final.p
 
 @dataclass(frozen=True)
 class StudentRun:
-    """What a teacher must agree with: the student's dataset, plans, configuration, fold and split."""
+    """What a teacher must agree with: the student's dataset, plans, configuration, fold, split and input."""
     dataset_name: str
     plans: dict
     configuration: str
@@ -64,19 +69,21 @@ class StudentRun:
     dataset_json: dict
     validation_cases: Tuple[str, ...]
     splits: List[dict]
-    results_root: str
+    input_fingerprint: str
 
     @property
     def plans_name(self) -> str:
         return self.plans["plans_name"]
 
     def teacher_checkpoint(self, ref: TeacherRef) -> Path:
-        return Path(self.results_root, self.dataset_name, f"{ref.trainer}__{self.plans_name}__{self.configuration}",
-                    f"fold_{self.fold}", ref.checkpoint)
+        from nnunetv2.utilities.file_path_utilities import get_output_folder
+        return Path(get_output_folder(self.dataset_name, ref.trainer, self.plans_name, self.configuration,
+                                      self.fold), ref.checkpoint)
 
     def train_command(self, trainer: str) -> str:
-        dataset_id = int(self.dataset_name[len("Dataset"):len("Dataset") + 3])
-        return f"nnUNetv2_train {dataset_id} {self.configuration} {self.fold} -p {self.plans_name} -tr {trainer}"
+        from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
+        return (f"nnUNetv2_train {convert_dataset_name_to_id(self.dataset_name)} {self.configuration} {self.fold} "
+                f"-p {self.plans_name} -tr {trainer}")
 
 
 @dataclass
@@ -84,6 +91,12 @@ class Teacher:
     ref: TeacherRef
     checkpoint_path: Path
     network: nn.Module
+    recorded: bool = True  # False: no provenance record, accepted through ALLOW_UNRECORDED_ENV
+
+    def describe(self) -> dict:
+        """The entry of the student's ``teachers.json``."""
+        return {"trainer": self.ref.trainer, "checkpoint": str(self.checkpoint_path),
+                "provenance": "recorded" if self.recorded else "unrecorded"}
 
 
 def _mismatches(run: StudentRun, checkpoint: dict) -> List[str]:
@@ -107,7 +120,8 @@ def _mismatches(run: StudentRun, checkpoint: dict) -> List[str]:
     return problems
 
 
-def _leaked_validation_cases(run: StudentRun, teacher_fold) -> List[str]:
+def _leaked_by_fold_number(run: StudentRun, teacher_fold) -> List[str]:
+    """For a teacher without a record: the student's validation cases its fold of the *current* split trains on."""
     if teacher_fold == run.fold:
         return []
     if teacher_fold == "all":
@@ -117,6 +131,27 @@ def _leaked_validation_cases(run: StudentRun, teacher_fold) -> List[str]:
     except (IndexError, ValueError, KeyError):
         return sorted(run.validation_cases)  # unknown split: assume the worst
     return sorted(teacher_training & set(run.validation_cases))
+
+
+def _provenance_problem(run: StudentRun, ref: TeacherRef, path: Path, checkpoint: dict, record: dict,
+                        fix: str) -> Optional[str]:
+    """Why the teacher's provenance record disqualifies it, or None."""
+    if record.get("fold") != checkpoint["init_args"].get("fold") or \
+            record.get("trainer") != checkpoint.get("trainer_name", record.get("trainer")):
+        return (f"- teacher {ref.trainer}: {path.parent / 'provenance.json'} describes {record.get('trainer')} fold "
+                f"{record.get('fold')}, not this checkpoint (trained as {checkpoint.get('trainer_name')} fold "
+                f"{checkpoint['init_args'].get('fold')}): files were copied between folders; {fix}")
+    if record.get("input_fingerprint") != run.input_fingerprint:
+        return (f"- teacher {ref.trainer}: {path} was trained on other input data than the student's (its record's "
+                f"fingerprint of plans configuration, dataset fingerprint, channels and labels differs: the dataset was "
+                f"re-converted or re-planned since); retrain it on the current data: {fix}")
+    leaked = sorted(seen_cases(record) & set(run.validation_cases))
+    if leaked:
+        return (f"- teacher {ref.trainer}: {path} learnt from or was selected on {len(leaked)} of the student's fold-"
+                f"{run.fold} validation cases (e.g. {', '.join(leaked[:3])}; its record says fold {record.get('fold')}, "
+                f"another split or fold); its knowledge would leak into the student's validation Dice. Use a teacher "
+                f"trained on this fold's split: {fix}")
+    return None
 
 
 def _build_network(checkpoint: dict, trainer_name: str) -> nn.Module:
@@ -157,26 +192,42 @@ def load_teachers(refs: Sequence[TeacherRef], run: StudentRun, device: torch.dev
             problems.append(f"- teacher {ref.trainer}: {path} was trained with {', '.join(mismatch)}; "
                             f"teacher and student must share plans, configuration and data; {fix}")
             continue
-        teacher_fold = checkpoint["init_args"].get("fold")
-        leaked = _leaked_validation_cases(run, teacher_fold)
-        if leaked:
+        record = read_record(path.parent)
+        if record is not None:
+            problem = _provenance_problem(run, ref, path, checkpoint, record, fix)
+            if problem:
+                problems.append(problem)
+                continue
+        elif os.environ.get(ALLOW_UNRECORDED_ENV) != "1":
             problems.append(
-                f"- teacher {ref.trainer}: {path} was trained on fold {teacher_fold}, whose training cases include "
-                f"{len(leaked)} of the student's fold-{run.fold} validation cases (e.g. {', '.join(leaked[:3])}); "
-                f"its knowledge would leak into the student's validation Dice. Use the fold-{run.fold} teacher: {fix}")
+                f"- teacher {ref.trainer}: {path.parent} has no provenance record (provenance.json: the cases it "
+                f"trained on and a fingerprint of its data), so nothing shows that it never saw the student's "
+                f"validation cases; it was trained by another program or an older nnunet-teachformer. Retrain it: "
+                f"{fix}; or accept it knowingly with {ALLOW_UNRECORDED_ENV}=1 (the report marks such students)")
             continue
+        else:
+            leaked = _leaked_by_fold_number(run, checkpoint["init_args"].get("fold"))
+            if leaked:
+                problems.append(
+                    f"- teacher {ref.trainer}: {path} was trained on fold {checkpoint['init_args'].get('fold')}, whose "
+                    f"training cases include {len(leaked)} of the student's fold-{run.fold} validation cases (e.g. "
+                    f"{', '.join(leaked[:3])}); its knowledge would leak into the student's validation Dice. Use the "
+                    f"fold-{run.fold} teacher: {fix}")
+                continue
         try:
             network = _build_network(checkpoint, ref.trainer)
         except Exception as e:
             problems.append(f"- teacher {ref.trainer}: cannot rebuild the network of {path} "
                             f"({type(e).__name__}: {e}); {fix}")
             continue
-        if not hasattr(network, "distillation_taps"):
-            problems.append(f"- teacher {ref.trainer}: its network {type(network).__name__} exposes no distillation "
-                            f"taps; teachers must be nnunet-teachformer architecture trainers")
+        try:
+            distillation_taps_of(network)
+        except TypeError as e:
+            problems.append(f"- teacher {ref.trainer}: {e}; a teacher must be one of this package's architecture "
+                            f"trainers or an nnU-Net U-Net trainer")
             continue
         network.to(device).eval().requires_grad_(False)
-        teachers.append(Teacher(ref, path, network))
+        teachers.append(Teacher(ref, path, network, recorded=record is not None))
     if problems:
         raise TeachFormerError(f"cannot distil fold {run.fold} of {run.dataset_name} ({run.plans_name}, "
                                f"{run.configuration}):\n" + "\n".join(problems))

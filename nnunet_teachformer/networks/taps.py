@@ -4,7 +4,9 @@ Every network in this package implements ``distillation_taps() -> {"coarse": Tap
 *coarse* is the output of the last encoder stage (E_n, the bottleneck), *fine* the output of the
 second-to-last decoder stage (D_{n-1}). A ``Tap`` names a submodule and whether its output or its
 first positional input is the feature map (UNETR's bottleneck is only visible as the input of its
-first decoder block).
+first decoder block). nnU-Net's own U-Nets (``dynamic_network_architectures``: ``PlainConvUNet``,
+``ResidualEncoderUNet``, ...) get the same two taps without a method: ``encoder.stages[-1]`` and
+``decoder.stages[-2]`` (``distillation_taps_of``).
 
 ``capture_taps`` registers forward hooks for the duration of a ``with`` block only, so a network
 keeps no extra activations when nobody asks, and the forward result is untouched (hooks only read).
@@ -38,6 +40,20 @@ def unwrap_network(network: nn.Module) -> nn.Module:
     return getattr(network, "_orig_mod", network)
 
 
+def distillation_taps_of(network: nn.Module) -> Dict[str, Tap]:
+    """The coarse and fine taps of ``network``; a ``TypeError`` says why a network has none."""
+    network = unwrap_network(network)
+    if hasattr(network, "distillation_taps"):
+        return network.distillation_taps()
+    encoder, decoder = getattr(network, "encoder", None), getattr(network, "decoder", None)
+    encoder_stages, decoder_stages = getattr(encoder, "stages", None), getattr(decoder, "stages", None)
+    if isinstance(encoder_stages, nn.Sequential) and isinstance(decoder_stages, nn.ModuleList) and \
+            len(decoder_stages) >= 2:  # nnU-Net's encoder-decoder U-Nets, decoder stages lowest resolution first
+        return {"coarse": Tap(encoder_stages[-1]), "fine": Tap(decoder_stages[-2])}
+    raise TypeError(f"{type(network).__name__} exposes no distillation taps: it is neither a network of this package "
+                    f"nor an nnU-Net encoder-decoder U-Net (encoder.stages, decoder.stages)")
+
+
 def _first_tensor(value):
     if isinstance(value, torch.Tensor):
         return value
@@ -52,7 +68,7 @@ def capture_taps(network: nn.Module, names: Sequence[str] = TAP_NAMES) -> Iterat
 
     A second forward inside the same block overwrites the first one's features.
     """
-    taps = unwrap_network(network).distillation_taps()
+    taps = distillation_taps_of(network)
     unknown = [n for n in names if n not in taps]
     if unknown:
         raise KeyError(f"{type(unwrap_network(network)).__name__} has no tap(s) {unknown}; it has {sorted(taps)}")

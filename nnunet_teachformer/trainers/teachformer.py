@@ -11,33 +11,67 @@ attribute; the ablations of the paper are subclasses (see ``teachformer_variants
 Teachers: ``teacher_trainers`` + ``teacher_variant`` (e.g. ``SwinUNETRTrainer`` + ``_tiny``) at
 ``teacher_checkpoint``, for the same dataset, plans, configuration and fold; the environment variable
 ``TEACHFORMER_TEACHERS`` overrides the set (format in ``distillation.teachers.parse_teacher_list``).
-They are loaded and checked when training starts (not for ``--val`` or prediction), so the student's
-checkpoint is a plain nnU-Net checkpoint that ``nnUNetv2_predict -tr TeachFormerTrainer`` loads alone.
+The options (``OPTIONS``) and the teachers' names are checked when the trainer is built; the teachers
+themselves are loaded and checked (provenance, fold, data) when training starts (not for ``--val`` or
+prediction), so the student's checkpoint is a plain nnU-Net checkpoint that ``nnUNetv2_predict -tr
+TeachFormerTrainer`` loads alone. The teacher set is part of a run's identity: ``fold_X/teachers.json``
+records it, and a fold that has checkpoints is never continued or restarted with another set.
 
 The teachers' forward passes cost most of a distillation step; ``teacher_precision`` (bf16 autocast also
 on CPUs with AMX/AVX512-BF16, or fp32 on CUDA) and ``teacher_channels_last`` change only how they run.
 ``benchmarks/train_step.py`` measures what each gives.
 """
-from typing import List
+import contextlib
+import io
+import os
+from pathlib import Path
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
-from nnunetv2.paths import nnUNet_results
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_teachformer.distillation.attention import attention_feature_similarity
 from nnunet_teachformer.distillation.losses import pixelwise_distillation, valid_mask
-from nnunet_teachformer.distillation.teachers import (StudentRun, TeacherEnsemble, TeacherRef, load_teachers,
-                                                      teacher_refs_from_environment)
+from nnunet_teachformer.distillation.teachers import (TEACHERS_ENV, StudentRun, TeacherEnsemble, TeacherRef,
+                                                      load_teachers, teacher_refs_from_environment)
+from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.hdenseformer import HDENSEFORMER_LIGHT_SPEC
-from nnunet_teachformer.networks.taps import capture_taps
+from nnunet_teachformer.networks.taps import TAP_NAMES, capture_taps
 from nnunet_teachformer.trainers.architecture_trainer import ArchitectureTrainer
 from nnunet_teachformer.trainers.progress import DistillationProgressLogger
 
 LOSS_TERMS = ("train_l_seg", "train_l_afs", "train_l_pwd")
 TEACHERS_FILE = "teachers.json"  # in fold_X: the teachers that taught this fold
+
+
+def _number(minimum: float, strict: bool):
+    return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and (v > minimum if strict else
+                                                                                      v >= minimum),
+            f"a number {'>' if strict else '>='} {minimum}")
+
+
+def _one_of(*values):
+    return lambda v: v in values, "one of " + ", ".join(map(repr, values))
+
+
+# every distillation option of TeachFormerTrainer: class attribute -> (check, what it must be)
+OPTIONS = {
+    "afs_weight": _number(0, strict=False),
+    "afs_taps": (lambda v: isinstance(v, tuple) and len(v) > 0 and set(v) <= set(TAP_NAMES),
+                 f"a non-empty tuple of {TAP_NAMES}"),
+    "attention_power": _number(0, strict=True),
+    "afs_normalisation": _one_of("l2", "l1"),
+    "afs_distance": _one_of("l2", "l1"),
+    "pwd_weight": _number(0, strict=False),
+    "pwd_temperature": _number(0, strict=True),
+    "pwd_combination": _one_of("mean", "gt_confidence", "entropy"),
+    "teacher_precision": _one_of("auto", "bf16", "fp32"),
+    "teacher_channels_last": _one_of(True, False),
+    "teacher_checkpoint": (lambda v: isinstance(v, str) and v.endswith(".pth"), "a checkpoint file name (*.pth)"),
+}
 
 
 class TeachFormerTrainer(ArchitectureTrainer):
@@ -63,29 +97,102 @@ class TeachFormerTrainer(ArchitectureTrainer):
         self.logger.local_logger = DistillationProgressLogger(LOSS_TERMS)
         self.teachers = None  # TeacherEnsemble, set in on_train_start
 
-    def teacher_refs(self):
-        default = tuple(TeacherRef(t + self.teacher_variant, self.teacher_checkpoint) for t in self.teacher_trainers)
+    @classmethod
+    def _check_before_start(cls, plans: dict, configuration: str, dataset_json: dict) -> None:
+        super()._check_before_start(plans, configuration, dataset_json)
+        problems = [f"{name} = {getattr(cls, name)!r} (must be {must})" for name, (ok, must) in OPTIONS.items()
+                    if not ok(getattr(cls, name))]
+        if not cls.afs_weight and not cls.pwd_weight:
+            problems.append("afs_weight and pwd_weight are both 0: nothing is distilled (train the student's own "
+                            "architecture trainer for a baseline)")
+        if problems:
+            raise TeachFormerError(f"{cls.__name__} has invalid distillation options: " + "; ".join(problems) + ".")
+        cls._check_teacher_names(cls.teacher_refs())
+
+    @classmethod
+    def teacher_refs(cls) -> Tuple[TeacherRef, ...]:
+        default = tuple(TeacherRef(t + cls.teacher_variant, cls.teacher_checkpoint) for t in cls.teacher_trainers)
         return teacher_refs_from_environment(default)
 
+    @staticmethod
+    def _check_teacher_names(refs: Sequence[TeacherRef]) -> None:
+        from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+        from nnunet_teachformer.study import TEACHER_TRAINERS
+        unknown = []
+        for ref in refs:
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its search
+                    recursive_find_trainer_class_by_name(ref.trainer)
+            except RuntimeError:
+                unknown.append(ref.trainer)
+        if unknown:
+            source = f"{TEACHERS_ENV}={os.environ[TEACHERS_ENV]!r}" if os.environ.get(TEACHERS_ENV) \
+                else "the trainer's teacher_trainers"
+            raise TeachFormerError(
+                f"{source} names {', '.join(unknown)}, which nnU-Net cannot find as a trainer. Teacher trainers of "
+                f"this package: {', '.join(TEACHER_TRAINERS.values())} (each also as _tiny, _demo, _5epochs); "
+                f"check the spelling, or install the package that defines your trainer.")
+
     def on_train_start(self):
-        _, validation_cases = self.do_split()
+        try:
+            self._start_teachers()
+        except TeachFormerError:
+            self._remove_this_runs_files()
+            raise
+        super().on_train_start()
+
+    def _start_teachers(self):
+        refs = self.teacher_refs()
+        self._check_teacher_set(refs)
         run = StudentRun(
             dataset_name=self.plans_manager.dataset_name, plans=self.plans_manager.plans,
             configuration=self.configuration_name, fold=self.fold, dataset_json=self.dataset_json,
-            validation_cases=tuple(validation_cases), splits=self._load_splits(), results_root=str(nnUNet_results))
-        teachers = load_teachers(self.teacher_refs(), run, self.device)
+            validation_cases=tuple(self.case_roles()[2]), splits=self._load_splits(),
+            input_fingerprint=self.input_fingerprint())
+        teachers = load_teachers(refs, run, self.device)
         self.teachers = self.teacher_ensemble(teachers)
-        if self.local_rank == 0:  # which teachers taught this fold, for the report (TEACHFORMER_TEACHERS may differ)
-            save_json([{"trainer": t.ref.trainer, "checkpoint": str(t.checkpoint_path)} for t in teachers],
-                      join(self.output_folder, TEACHERS_FILE))
-        taps = self.teachers.taps
+        if self.local_rank == 0:  # which teachers taught this fold: the run's identity, and the report's record
+            save_json([t.describe() for t in teachers], join(self.output_folder, TEACHERS_FILE))
+        unrecorded = [t.ref.trainer for t in teachers if not t.recorded]
+        if unrecorded:
+            self.print_to_log_file(f"WARNING: teachers without a provenance record, accepted on request: "
+                                   f"{', '.join(unrecorded)}. The report marks this model.")
         self.print_to_log_file(
             "Teach-Former distillation: teachers " + ", ".join(str(t.checkpoint_path) for t in teachers) +
             f" (precision {self.teacher_precision}, channels_last {self.teacher_channels_last})" +
-            f"; loss = L_SEG + {self.afs_weight} * L_AFS(taps {list(taps)}, p={self.attention_power}, "
+            f"; loss = L_SEG + {self.afs_weight} * L_AFS(taps {list(self.teachers.taps)}, p={self.attention_power}, "
             f"{self.afs_normalisation}-normalised, {self.afs_distance} distance) + {self.pwd_weight} * "
             f"L_PWD(T={self.pwd_temperature}, {self.pwd_combination} of teachers)")
-        super().on_train_start()
+
+    def _check_teacher_set(self, refs: Sequence[TeacherRef]) -> None:
+        """A fold that has checkpoints keeps the teacher set it was started with."""
+        folder = Path(self.output_folder)
+        if not any(folder.glob("checkpoint_*.pth")):
+            return
+        requested = [(r.trainer, r.checkpoint) for r in refs]
+        record = folder / TEACHERS_FILE
+        recorded = [(t["trainer"], Path(t["checkpoint"]).name) for t in load_json(str(record))] \
+            if record.is_file() else None
+        if recorded == requested:
+            return
+        was = ("teachers " + ", ".join(f"{t}:{c}" for t, c in recorded)) if recorded is not None else \
+            "teachers it did not record (an older nnunet-teachformer)"
+        raise TeachFormerError(
+            f"{folder} holds checkpoints of a run with {was}; this run asks for "
+            f"{', '.join(f'{t}:{c}' for t, c in requested)}. One fold is never continued or restarted with another "
+            f"teacher set, so that its results stay attributable. Continue with the original set, or remove "
+            f"{folder} to start this fold again with the new one (or give the new set its own trainer variant).")
+
+    def _remove_this_runs_files(self):
+        """A refused start leaves nothing behind: this run's log, and the folders nnU-Net created for it if empty."""
+        if self.local_rank != 0:
+            return
+        if isfile(self.log_file):
+            os.remove(self.log_file)
+        for folder in (self.output_folder, self.output_folder_base):
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
 
     def teacher_ensemble(self, teachers) -> TeacherEnsemble:
         """The teachers as this trainer runs them (benchmarks time single teachers through this too)."""
@@ -99,10 +206,7 @@ class TeachFormerTrainer(ArchitectureTrainer):
             return self._autocast()
         if self.teacher_precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        if self.teacher_precision == "fp32":
-            return dummy_context()
-        raise ValueError(f"{type(self).__name__}.teacher_precision must be 'auto', 'bf16' or 'fp32', "
-                         f"not {self.teacher_precision!r}")
+        return dummy_context()
 
     def _load_splits(self) -> List[dict]:
         splits_file = join(self.preprocessed_dataset_folder_base, "splits_final.json")
