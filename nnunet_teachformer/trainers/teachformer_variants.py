@@ -39,6 +39,16 @@ class TeachFormerTrainer_UNETRTeacher(TeachFormerTrainer):
     teacher_trainers = ("UNETRTrainer",)
 
 
+class TeachFormerTrainer_UNetTeacher(TeachFormerTrainer):
+    """nnU-Net's own U-Net as the only teacher."""
+    teacher_trainers = ("UNetTrainer",)
+
+
+class TeachFormerTrainer_fourTeachers(TeachFormerTrainer):
+    """The paper's three transformers and nnU-Net's U-Net."""
+    teacher_trainers = TeachFormerTrainer.teacher_trainers + ("UNetTrainer",)
+
+
 class TeachFormerTrainer_confidenceWeighted(TeachFormerTrainer):
     """Per voxel, teachers weighted by their probability of the ground-truth class."""
     pwd_combination = "gt_confidence"
@@ -86,6 +96,14 @@ class TeachFormerTrainer_SwinUNETRTeacher_tiny(Tiny, TeachFormerTrainer_SwinUNET
 
 
 class TeachFormerTrainer_UNETRTeacher_tiny(Tiny, TeachFormerTrainer_UNETRTeacher):
+    pass
+
+
+class TeachFormerTrainer_UNetTeacher_tiny(Tiny, TeachFormerTrainer_UNetTeacher):
+    pass
+
+
+class TeachFormerTrainer_fourTeachers_tiny(Tiny, TeachFormerTrainer_fourTeachers):
     pass
 
 
