@@ -31,13 +31,13 @@ def _blank_labels(preprocessed, cases):
 
 def test_validation_labels_change_neither_the_stop_nor_the_selected_weights(phantom, nnunet_dirs, tmp_path):
     preprocessed = nnunet_dirs["nnUNet_preprocessed"]
-    validation = _fold0_split(preprocessed)["val"]
     blanked = tmp_path / "preprocessed_blanked_validation"
-    shutil.copytree(preprocessed / DATASET_NAME, blanked / DATASET_NAME)
-    _blank_labels(blanked, validation)
-
     folds = {}
     for name, source in (("original", preprocessed), ("blanked", blanked)):
+        if name == "blanked":  # after the first run, which made nnU-Net's split if there was none
+            validation = _fold0_split(preprocessed)["val"]
+            shutil.copytree(preprocessed / DATASET_NAME, blanked / DATASET_NAME)
+            _blank_labels(blanked, validation)
         results = tmp_path / f"results_{name}"
         run_cli(train_command("SeededSelectionProbeTrainer"),
                 env=probe_env(nnUNet_preprocessed=source, nnUNet_results=results, nnUNet_n_proc_DA=0))
@@ -65,7 +65,12 @@ def test_continue_after_an_early_stop_trains_no_further(phantom, tmp_path):
     run_cli(train_command("EarlyStopProbeTrainer"), env=env)
     fold = model_folder(tmp_path / "results", "EarlyStopProbeTrainer") / "fold_0"
     first = (fold / "checkpoint_final.pth").read_bytes()
-    assert torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["current_epoch"] == 4
+    # scripted EMA: 0.5, 0.54 (best), 0.496, 0.4474 -> two epochs without improvement after epoch 1 -> stop after 3
+    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    best = torch.load(fold / "checkpoint_best.pth", map_location="cpu", weights_only=False)
+    assert final["current_epoch"] == 4 and len(final["logging"]["ema_fg_dice"]) == 4
+    assert np.isclose(best["_best_ema"], 0.54)
+    assert all(torch.equal(final["network_weights"][k], v) for k, v in best["network_weights"].items())
 
     run_cli(train_command("EarlyStopProbeTrainer", 0, TEACHFORMER_PLANS, "--c"), env=env)
     assert (fold / "checkpoint_final.pth").read_bytes() == first
