@@ -2,7 +2,7 @@
 import torch
 
 from nnunet_teachformer.networks.registry import NETWORKS
-from nnunet_teachformer.networks.summary import format_table, summarise
+from nnunet_teachformer.evaluation.summary import format_table, summarise
 
 
 def test_summary_counts_every_network_and_marks_patches_it_cannot_take():

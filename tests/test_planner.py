@@ -110,9 +110,10 @@ def test_unet_topology_never_pads_the_patch():
 
 
 def test_memory_grows_with_patch_and_memory_gives_batch():
-    from nnunet_teachformer.networks.registry import NETWORKS, TEACHERS
+    from nnunet_teachformer.networks.registry import NETWORKS
     from nnunet_teachformer.planners.memory import measure_training_memory
-    for key in TEACHERS:
+    from nnunet_teachformer.roster import PAPER_TEACHERS
+    for key in PAPER_TEACHERS:
         small, large = (measure_training_memory(NETWORKS[key], 2, 3, p) for p in ((32, 64, 64), (64, 64, 128)))
         assert 0 < small.activation_bytes < large.activation_bytes, key
         assert small.parameter_bytes == pytest.approx(large.parameter_bytes, rel=0.05)

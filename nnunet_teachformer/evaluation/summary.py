@@ -1,6 +1,6 @@
 """Parameters and forward GFLOPs of every architecture, and the teacher/student ratios.
 
-    python -m nnunet_teachformer.networks.summary [--channels 2] [--classes 3] [--patch 128 144] [--preset paper]
+    python -m nnunet_teachformer.evaluation.summary [--channels 2] [--classes 3] [--patch 128 144] [--preset paper]
 
 Counts use ``evaluation.complexity`` (FlopCounterMode on the meta device: no computation, seconds in
 all). A patch an architecture cannot take (SwinUNETR needs multiples of 32, so not 144) is shown as
@@ -11,7 +11,8 @@ import argparse
 from typing import Dict, List, Optional, Sequence
 
 from nnunet_teachformer.evaluation.complexity import Complexity, measure_complexity
-from nnunet_teachformer.networks.registry import NETWORKS, STUDENTS, TEACHERS
+from nnunet_teachformer.networks.registry import NETWORKS
+from nnunet_teachformer.roster import PAPER_TEACHERS, STUDENTS
 
 
 def summarise(channels: int = 2, classes: int = 3, patches: Sequence[int] = (128, 144),
@@ -43,7 +44,7 @@ def format_table(table, patches: Sequence[int]) -> str:
                                        [_fmt(row[e] and row[e].gflops) for e in patches]) + " |")
     lines += ["", "Teacher / student ratios (parameters; GFLOPs at the first patch size where both run):", "",
               "| teacher | student | parameters | GFLOPs |", "|---|---|---|---|"]
-    for t in TEACHERS:
+    for t in PAPER_TEACHERS:
         for s in STUDENTS:
             pt = next(c for c in table[t].values() if c is not None).parameters
             ps = next(c for c in table[s].values() if c is not None).parameters

@@ -1,4 +1,4 @@
-"""Every architecture of the package by key, and the paper's roles: three teachers, two light students."""
+"""Every architecture of the package by key (roles: ``nnunet_teachformer.roster``)."""
 from typing import Dict
 
 from nnunet_teachformer.networks.hdenseformer import HDENSEFORMER_LIGHT_SPEC, HDENSEFORMER_SPEC
@@ -15,6 +15,3 @@ NETWORKS: Dict[str, NetworkSpec] = {
     "hdenseformer_light": HDENSEFORMER_LIGHT_SPEC,
     "uxnet_light": UXNET_LIGHT_SPEC,
 }
-# the Teach-Former paper's teachers, in its order
-TEACHERS = ("hdenseformer", "swinunetr", "unetr")
-STUDENTS = ("hdenseformer_light", "uxnet_light")

@@ -62,7 +62,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from tqdm import tqdm
 
 import nnunet_teachformer
-from nnunet_teachformer.networks.registry import NETWORKS, TEACHERS
+from nnunet_teachformer.networks.registry import NETWORKS
+from nnunet_teachformer.roster import PAPER_TEACHERS
 from nnunet_teachformer.planners.memory import MemoryEstimate, measure_training_memory
 
 PLANS_IDENTIFIER = "TeachFormerPlans"
@@ -114,7 +115,7 @@ class TeachFormerPlanner(ExperimentPlanner):
     patch_multiple = PATCH_MULTIPLE
     # at least one axis this long (SwinUNETR's instance-normalised 1/32 bottleneck needs > 1 voxel)
     min_longest_axis = 2 * PATCH_MULTIPLE
-    teacher_networks: Tuple[str, ...] = TEACHERS  # keys of networks.registry.NETWORKS
+    teacher_networks: Tuple[str, ...] = PAPER_TEACHERS  # keys of networks.registry.NETWORKS
     teacher_preset = "paper"
     # plans whose preprocessed data we may point at instead of writing our own copy, in order of preference
     reuse_data_from: Tuple[str, ...] = ("nnUNetPlans", "nnUNetResEncUNetMPlans", "nnUNetResEncUNetLPlans",

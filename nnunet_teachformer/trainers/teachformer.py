@@ -33,6 +33,7 @@ from batchgenerators.utilities.file_and_folder_operations import isfile, join, l
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.helpers import dummy_context
 
+from nnunet_teachformer import roster
 from nnunet_teachformer.distillation.attention import attention_feature_similarity
 from nnunet_teachformer.distillation.losses import pixelwise_distillation, valid_mask
 from nnunet_teachformer.distillation.teachers import (TEACHERS_ENV, StudentRun, TeacherEnsemble, TeacherRef,
@@ -76,7 +77,7 @@ OPTIONS = {
 
 class TeachFormerTrainer(ArchitectureTrainer):
     network_spec = HDENSEFORMER_LIGHT_SPEC
-    teacher_trainers = ("HDenseFormerTrainer", "SwinUNETRTrainer", "UNETRTrainer")
+    teacher_trainers = roster.teacher_trainers()  # the paper's three
     teacher_variant = ""
     teacher_checkpoint = "checkpoint_final.pth"
     afs_weight = 1.0
@@ -118,7 +119,6 @@ class TeachFormerTrainer(ArchitectureTrainer):
     def _check_teacher_names(refs: Sequence[TeacherRef]) -> None:
         from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-        from nnunet_teachformer.study import TEACHER_TRAINERS
         unknown = []
         for ref in refs:
             try:
@@ -131,7 +131,7 @@ class TeachFormerTrainer(ArchitectureTrainer):
                 else "the trainer's teacher_trainers"
             raise TeachFormerError(
                 f"{source} names {', '.join(unknown)}, which nnU-Net cannot find as a trainer. Teacher trainers of "
-                f"this package: {', '.join(TEACHER_TRAINERS.values())} (each also as _tiny, _demo, _5epochs); "
+                f"this package: {', '.join(roster.TEACHERS.values())} (each also as _tiny, _demo, _5epochs); "
                 f"check the spelling, or install the package that defines your trainer.")
 
     def on_train_start(self):

@@ -2,9 +2,11 @@
 
 Each is a subclass that changes class attributes only. ``_tiny`` versions (tiny widths, 2 epochs of 5
 iterations, the ``<Teacher>_tiny`` teachers) exist for CPU tests and the quick demo, ``_demo`` ones for
-the demo.
+the demo; every student and teacher set of ``roster`` has its ``_tiny``, ``_demo`` and ``_5epochs`` trainer,
+so ``teachformer train --preset`` finds one for any choice.
 """
 from nnunet_teachformer.networks.uxnet import UXNET_LIGHT_SPEC
+from nnunet_teachformer.roster import PAPER_TEACHERS, teacher_trainers
 from nnunet_teachformer.trainers.schedules import Demo, FiveEpochs, Tiny
 from nnunet_teachformer.trainers.teachformer import TeachFormerTrainer
 
@@ -28,25 +30,25 @@ class TeachFormerTrainer_fineOnly(TeachFormerTrainer):
 
 
 class TeachFormerTrainer_HDenseFormerTeacher(TeachFormerTrainer):
-    teacher_trainers = ("HDenseFormerTrainer",)
+    teacher_trainers = teacher_trainers(("hdenseformer",))
 
 
 class TeachFormerTrainer_SwinUNETRTeacher(TeachFormerTrainer):
-    teacher_trainers = ("SwinUNETRTrainer",)
+    teacher_trainers = teacher_trainers(("swinunetr",))
 
 
 class TeachFormerTrainer_UNETRTeacher(TeachFormerTrainer):
-    teacher_trainers = ("UNETRTrainer",)
+    teacher_trainers = teacher_trainers(("unetr",))
 
 
 class TeachFormerTrainer_UNetTeacher(TeachFormerTrainer):
     """nnU-Net's own U-Net as the only teacher."""
-    teacher_trainers = ("UNetTrainer",)
+    teacher_trainers = teacher_trainers(("unet",))
 
 
 class TeachFormerTrainer_fourTeachers(TeachFormerTrainer):
     """The paper's three transformers and nnU-Net's U-Net."""
-    teacher_trainers = TeachFormerTrainer.teacher_trainers + ("UNetTrainer",)
+    teacher_trainers = teacher_trainers(PAPER_TEACHERS + ("unet",))
 
 
 class TeachFormerTrainer_confidenceWeighted(TeachFormerTrainer):
@@ -124,4 +126,48 @@ class TeachFormerTrainer_demo(Demo, TeachFormerTrainer):
 
 
 class TeachFormerTrainer_UXNetLightStudent_demo(Demo, TeachFormerTrainer_UXNetLightStudent):
+    pass
+
+
+class TeachFormerTrainer_HDenseFormerTeacher_demo(Demo, TeachFormerTrainer_HDenseFormerTeacher):
+    pass
+
+
+class TeachFormerTrainer_SwinUNETRTeacher_demo(Demo, TeachFormerTrainer_SwinUNETRTeacher):
+    pass
+
+
+class TeachFormerTrainer_UNETRTeacher_demo(Demo, TeachFormerTrainer_UNETRTeacher):
+    pass
+
+
+class TeachFormerTrainer_UNetTeacher_demo(Demo, TeachFormerTrainer_UNetTeacher):
+    pass
+
+
+class TeachFormerTrainer_fourTeachers_demo(Demo, TeachFormerTrainer_fourTeachers):
+    pass
+
+
+class TeachFormerTrainer_UXNetLightStudent_5epochs(FiveEpochs, TeachFormerTrainer_UXNetLightStudent):
+    pass
+
+
+class TeachFormerTrainer_HDenseFormerTeacher_5epochs(FiveEpochs, TeachFormerTrainer_HDenseFormerTeacher):
+    pass
+
+
+class TeachFormerTrainer_SwinUNETRTeacher_5epochs(FiveEpochs, TeachFormerTrainer_SwinUNETRTeacher):
+    pass
+
+
+class TeachFormerTrainer_UNETRTeacher_5epochs(FiveEpochs, TeachFormerTrainer_UNETRTeacher):
+    pass
+
+
+class TeachFormerTrainer_UNetTeacher_5epochs(FiveEpochs, TeachFormerTrainer_UNetTeacher):
+    pass
+
+
+class TeachFormerTrainer_fourTeachers_5epochs(FiveEpochs, TeachFormerTrainer_fourTeachers):
     pass
