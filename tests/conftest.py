@@ -66,7 +66,7 @@ def phantom(nnunet_dirs):
 TEACHFORMER_PLANS = "TeachFormerPlans"
 CONFIG = "3d_fullres"
 # trained through nnUNetv2_train directly; the baseline and distilled students come from `teachformer train`
-DIRECT_TRAINERS = ("HDenseFormerTrainer_tiny", "SwinUNETRTrainer_tiny", "UNETRTrainer_tiny", "UXNetTrainer_tiny")
+DIRECT_TRAINERS = ("HDenseFormerTrainer_tiny", "SwinUNETRTrainer_tiny", "UNETRTrainer_tiny", "UNetTrainer_tiny")
 STUDY_TRAINERS = ("HDenseFormerLightTrainer_tiny", "TeachFormerTrainer_tiny")
 
 

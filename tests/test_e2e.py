@@ -104,6 +104,30 @@ def test_distilled_student_predicts_without_teachers(trained, phantom, tmp_path,
     assert len(list(out.glob("PHANTOM_*.nii.gz"))) == len(list((phantom / "imagesTs").glob("*_0000.nii.gz")))
 
 
+def test_nnunet_unet_and_a_transformer_teach_together(trained, phantom, tmp_path, nnunet_dirs):
+    """nnU-Net's own U-Net (tiny widths) and UNETR teach one student; it predicts with no teacher around."""
+    results = tmp_path / "results"
+    for teacher in ("UNetTrainer_tiny", "UNETRTrainer_tiny"):
+        model_folder(results, teacher).parent.mkdir(parents=True, exist_ok=True)
+        model_folder(results, teacher).symlink_to(trained["folders"][teacher], target_is_directory=True)
+    env = dict(os.environ, nnUNet_results=str(results), TEACHFORMER_TEACHERS="UNetTrainer_tiny,UNETRTrainer_tiny")
+    run_cli([console_script("nnUNetv2_train"), DATASET_ID, CONFIG, 0, "-p", TEACHFORMER_PLANS, "-tr",
+             "TeachFormerTrainer_tiny", "-device", "cpu"], env=env)
+    student = model_folder(results, "TeachFormerTrainer_tiny")
+    taught = json.loads((student / "fold_0" / "teachers.json").read_text())
+    assert [(t["trainer"], t["provenance"]) for t in taught] == [("UNetTrainer_tiny", "recorded"),
+                                                                  ("UNETRTrainer_tiny", "recorded")]
+    log = next((student / "fold_0").glob("training_log_*.txt")).read_text()
+    assert "UNetTrainer_tiny__" in log and len(re.findall(r"L_SEG [\d.]+ L_AFS [\d.]+ L_PWD [\d.]+", log)) == 2
+
+    alone = tmp_path / "results_student_only"
+    shutil.copytree(student, model_folder(alone, "TeachFormerTrainer_tiny"))
+    out = _predict_and_evaluate(phantom, tmp_path, "TeachFormerTrainer_tiny",
+                                env=dict(os.environ, nnUNet_results=str(alone)))
+    held_out = json.loads((out / "summary.json").read_text())
+    _check_summary(held_out, out, phantom / "labelsTs")
+
+
 def _distil(results_root, trainer="TeachFormerTrainer_UNETRTeacher_tiny"):
     env = dict(os.environ, nnUNet_results=str(results_root))
     return run_cli([console_script("nnUNetv2_train"), DATASET_ID, CONFIG, 0, "-p", TEACHFORMER_PLANS, "-tr", trainer,
