@@ -95,7 +95,9 @@ def test_table_matches_nnunet_summaries(report, report_tree):
             assert float(row[f"dice_{label_name}"]) == pytest.approx(summary["mean"][str(label)]["Dice"], abs=1e-12)
         # the Markdown table shows the same numbers in percent
         assert f"{100 * summary['foreground_mean']['Dice']:.2f}" in report["stdout"]
-    assert f"**{DISTILLED}**" in report["stdout"]
+    record = json.loads((report_tree[DISTILLED] / "fold_0" / "teachers.json").read_text())
+    mark = "" if all(t.get("provenance") == "recorded" for t in record) else " †"  # no provenance record: marked
+    assert f"**{DISTILLED}{mark}**" in report["stdout"]
     assert f"Reference for the paired tests: {DISTILLED}, declared with --reference {DISTILLED}" in report["stdout"]
 
 

@@ -126,8 +126,10 @@ def test_folds_taught_by_different_teacher_sets_are_separate_rows(tmp_path):
     assert two.name == "TeachFormerTrainer [SwinUNETRTrainer+UNETRTrainer]" and sorted(two.folds) == [1]
     assert not one.complete and sorted(one.missing) == [1, 3] and "row " + two.name in one.missing[1]
     assert sorted(two.missing) == [0, 2, 3]
-    assert one.teacher_warnings == ["fold 2: teacher UNETRTrainer (/t/u2.pth) has provenance unknown"]
-    assert two.teacher_warnings == ["fold 1: teacher SwinUNETRTrainer (/t/s1.pth) has provenance unrecorded"]
+    assert len(one.teacher_warnings) == 1 and one.teacher_warnings[0].startswith(
+        "fold 2: teacher UNETRTrainer (/t/u2.pth): provenance unknown")
+    assert len(two.teacher_warnings) == 1 and two.teacher_warnings[0].startswith(
+        "fold 1: teacher SwinUNETRTrainer (/t/s1.pth): provenance unrecorded")
     assert set(one.case_dice()) == {"case0", "case2"}  # each row only its own folds' cases
     model.teachers = {0: model.teachers[0], 2: model.teachers[0]}
     model.folds = {f: model.folds[f] for f in (0, 2)}
@@ -255,7 +257,7 @@ def test_fabricated_report_reference_rows_and_teacher_marks(fabricated):
     summary = json.loads((fabricated["folders"][ABLATION] / "fold_1/validation/summary.json").read_text())
     assert float(rows[second]["dice_fg_fold1"]) == pytest.approx(summary["foreground_mean"]["Dice"])
     assert rows[second]["teacher_warnings"].startswith("fold 1: teacher SwinUNETRTrainer_tiny (") and \
-        rows[second]["teacher_warnings"].endswith("has provenance unrecorded")
+        "checkpoint_final.pth): provenance unrecorded" in rows[second]["teacher_warnings"]
     assert rows[first]["teacher_warnings"] == rows[REFERENCE]["teacher_warnings"] == ""
     assert f"| {second} † |" in report.table_markdown and f"| {first} |" in report.table_markdown
     assert "† taught (in at least one fold) by a teacher without a provenance record" in report.markdown
@@ -322,8 +324,9 @@ def test_fabricated_report_counts_correct_empty_predictions(fabricated):
 
 def test_fabricated_report_refuses_an_unknown_or_ambiguous_reference(fabricated, tmp_path):
     with pytest.raises(TeachFormerError, match="--reference NoSuchTrainer is not a model of this dataset"):
-        build_report(DATASET_ID, [0, 1], output=tmp_path, reference="NoSuchTrainer", timing=False, gallery_cases=0,
-                     log=lambda m: None)
+        build_report(DATASET_ID, [0, 1], output=tmp_path / "refused", reference="NoSuchTrainer", timing=False,
+                     gallery_cases=0, log=lambda m: None)
+    assert not (tmp_path / "refused").exists()  # refused before anything is written
     with pytest.raises(TeachFormerError, match="matches several rows"):
         build_report(DATASET_ID, [0, 1], output=tmp_path, reference=ABLATION, timing=False, gallery_cases=0,
                      log=lambda m: None)

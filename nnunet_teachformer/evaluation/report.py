@@ -411,14 +411,16 @@ def build_report(dataset, folds: Sequence[int] = (0, 1, 2, 3, 4), output=None, r
                                "cpu, or skip the timing with --no-timing.")
     folders = dataset_folders(dataset)
     models = discover_models(folders, folds, log=log)
-    output = Path(output) if output else folders.results / REPORT_FOLDER
-    output.mkdir(parents=True, exist_ok=True)
     dataset_json = load_json(str(models[0].folder / "dataset.json"))
     label_names = {v: k for k, v in dataset_json["labels"].items() if isinstance(v, int)}
     labels = tuple(sorted(lb for lb in label_names if lb > 0 and lb != dataset_json["labels"].get("ignore")))
 
     order = [ROLE_TEACHER, ROLE_NNUNET, ROLE_STUDENT, ROLE_DISTILLED, ROLE_UNKNOWN]
     rows = [ModelRow(m, labels) for m in sorted(models, key=lambda m: (order.index(m.role), m.name))]
+    reference_row, reference_rule = declared_reference(rows, reference)  # before any slow work or writing
+    log(f"reference for the paired tests: {reference_rule}")
+    output = Path(output) if output else folders.results / REPORT_FOLDER
+    output.mkdir(parents=True, exist_ok=True)
     for row in rows:
         m = row.model
         for fold in m.folds:
@@ -441,8 +443,6 @@ def build_report(dataset, folds: Sequence[int] = (0, 1, 2, 3, 4), output=None, r
                 except Exception as e:  # noqa: BLE001
                     row.notes.append(f"timing failed: {type(e).__name__}: {e}")
 
-    reference_row, reference_rule = declared_reference(rows, reference)
-    log(f"reference for the paired tests: {reference_rule}")
     tests = []
     if reference_row is not None:
         case_folds = {c: f for f, result in reference_row.model.folds.items() for c in result.dice}
@@ -536,8 +536,8 @@ def _report_markdown(folders, folds, rows, table, tests, reference_rule, missing
              f"Folds requested: {', '.join(map(str, folds))}. Reference for the paired tests: **{reference_rule}**. "
              f"Dice in %, mean ± sd over folds (nnU-Net's validation summary.json). ΔDice = reference − other, mean "
              f"per-case Dice difference over all validation cases of the folds, in percentage points, with its "
-             f"95 % bootstrap CI. p: Holm-corrected over the {len(tests)} comparison(s) of this table, "
-             f"* p < {SIGNIFICANCE}.", ""]
+             f"95 % bootstrap CI. p: Holm-corrected over the comparisons of this table (one family per test), "
+             f"* corrected p < {SIGNIFICANCE}.", ""]
     if any(r.model.teacher_warnings for r in rows):
         lines += [f"{UNVERIFIED_MARK} taught (in at least one fold) by a teacher without a provenance record, or "
                   f"with no record of its teachers: nothing shows that its teachers never trained on this "

@@ -132,7 +132,10 @@ class ModelResults:
             if records is None:
                 warnings.append(f"fold {fold}: no {_teachers_file()} (teachers not recorded)")
                 continue
-            warnings += [f"fold {fold}: teacher {t.trainer} ({t.checkpoint}) has provenance {t.provenance}"
+            warnings += [f"fold {fold}: teacher {t.trainer} ({t.checkpoint}): " +
+                         ("provenance unknown (teachers.json written before provenance was recorded)"
+                          if t.provenance == PROVENANCE_UNKNOWN else f"provenance {t.provenance} (no record of how "
+                                                                     f"and on which cases it was trained)")
                          for t in records if t.provenance != PROVENANCE_RECORDED]
         return warnings
 
