@@ -57,7 +57,10 @@ def _report(a):
     from nnunet_teachformer.evaluation.report import build_report
     report = build_report(a.dataset, a.folds, output=a.output, reference=a.reference, device=a.device,
                           timing=not a.no_timing, mirroring=not a.disable_tta)
+    print(f"Reference for the paired tests: {report.reference_rule}; p-values Holm-corrected over the table\n")
     print(report.table_markdown)
+    if any(r.model.teacher_warnings for r in report.rows):
+        print("\n† taught by a teacher without a provenance record (see Teachers in report.md)")
     if report.missing:
         print("\nMissing (not averaged):\n" + "\n".join(f"- {m}" for m in report.missing))
     print(f"\nReport: {report.files['report_md']}")
@@ -167,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("-o", "--output", default=None, help="report folder (default: $nnUNet_results/<Dataset>/"
                                                           "teachformer_report)")
-    p.add_argument("--reference", default=None, help="model the paired tests compare against (trainer or folder "
-                                                       "name; default: the best TeachFormerTrainer* model)")
+    p.add_argument("--reference", default=None, metavar="TRAINER",
+                   help="model the paired tests compare against (trainer, folder or row name); default: "
+                        "TeachFormerTrainer, else its one _tiny/_demo/_5epochs preset present")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None,
                    help="device for the inference timing (default: cuda if available, else cpu)")
     p.add_argument("--no-timing", action="store_true", help="skip the inference timing (slow for big models on CPU)")

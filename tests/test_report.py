@@ -47,9 +47,9 @@ def _summary(folder, fold=0):
 
 
 def _case_scores(summary):
-    """Per case: mean Dice over the foreground labels, NaN labels (absent in both) skipped."""
+    """Per case: mean Dice over the foreground labels, a NaN label (absent in both: correct) counted as 1."""
     return {entry["prediction_file"].split("/")[-1][:-len(".nii.gz")]:
-            float(np.nanmean([v["Dice"] for v in entry["metrics"].values()]))
+            float(np.mean(np.nan_to_num([v["Dice"] for v in entry["metrics"].values()], nan=1.0)))
             for entry in summary["metric_per_case"]}
 
 
@@ -60,13 +60,14 @@ def _csv(path):
 
 @pytest.fixture(scope="module")
 def report(report_tree, tmp_path_factory):
-    """The CLI run on fold 0, after removing the teacher's summary.json (the report must re-create it)."""
+    """The CLI run on fold 0, after removing the teacher's summary.json (the report must re-create it); the
+    distilled student is not one of the default references, so it is declared."""
     summary_file = report_tree[TEACHER] / "fold_0" / "validation" / "summary.json"
     original = json.loads(summary_file.read_text())
     summary_file.unlink()
     out = tmp_path_factory.mktemp("report")
     result = run_cli([console_script("teachformer"), "report", "-d", REPORT_DATASET_ID, "-f", 0, "-o", out,
-                      "--device", "cpu"])
+                      "--device", "cpu", "--reference", DISTILLED])
     return {"out": out, "stdout": result.stdout, "original_teacher_summary": original}
 
 
@@ -94,7 +95,10 @@ def test_table_matches_nnunet_summaries(report, report_tree):
             assert float(row[f"dice_{label_name}"]) == pytest.approx(summary["mean"][str(label)]["Dice"], abs=1e-12)
         # the Markdown table shows the same numbers in percent
         assert f"{100 * summary['foreground_mean']['Dice']:.2f}" in report["stdout"]
-    assert f"**{DISTILLED}**" in report["stdout"]  # the default reference
+    record = json.loads((report_tree[DISTILLED] / "fold_0" / "teachers.json").read_text())
+    mark = "" if all(t.get("provenance") == "recorded" for t in record) else " †"  # no provenance record: marked
+    assert f"**{DISTILLED}{mark}**" in report["stdout"]
+    assert f"Reference for the paired tests: {DISTILLED}, declared with --reference {DISTILLED}" in report["stdout"]
 
 
 def test_parameters_gflops_and_timing(report, report_tree):
@@ -120,8 +124,12 @@ def test_paired_tests_equal_scipy(report, report_tree):
     assert float(row["t_statistic"]) == pytest.approx(expected_t.statistic, rel=1e-9)
     assert float(row["t_p"]) == pytest.approx(expected_t.pvalue, rel=1e-9)
     assert float(row["wilcoxon_p"]) == pytest.approx(stats.wilcoxon(a, b).pvalue, rel=1e-9)
+    # one comparison: Holm leaves the p-values as they are
+    assert (row["t_p_holm"], row["wilcoxon_p_holm"]) == (row["t_p"], row["wilcoxon_p"])
     diff = np.subtract(a, b)
     assert float(row["cohens_dz"]) == pytest.approx(diff.mean() / diff.std(ddof=1), rel=1e-9)
+    assert float(row["mean_difference"]) == pytest.approx(diff.mean())
+    assert float(row["ci_low"]) <= diff.mean() <= float(row["ci_high"])
 
 
 def test_pngs_are_images(report):
@@ -138,7 +146,8 @@ def test_pngs_are_images(report):
 
 
 def test_missing_folds_are_reported_not_averaged(report_tree, tmp_path):
-    result = build_report(REPORT_DATASET_ID, [0, 1], output=tmp_path, timing=False, gallery_cases=0)
+    result = build_report(REPORT_DATASET_ID, [0, 1], output=tmp_path, reference=DISTILLED, timing=False,
+                          gallery_cases=0)
     rows = {r["model"]: r for r in _csv(tmp_path / "models.csv")}
     for name, folder in report_tree.items():
         row = rows[name]
@@ -182,12 +191,12 @@ def test_paired_test_degenerate_inputs_give_nan_and_a_note():
     shifted = {"a": {1: 0.6}, "b": {1: 0.8}}
     result = paired_test("r", shifted, "o", same)
     assert math.isnan(result.t_p) and "constant difference" in result.note
-    # NaN labels are skipped per case; a case with no score at all is excluded and counted
+    # a NaN label (correct empty prediction) scores 1, so no case leaves the pair
     reference = {"a": {1: 0.9, 2: math.nan}, "b": {1: 0.8, 2: 0.6}, "c": {1: math.nan, 2: math.nan}, "d": {1: 0.5}}
     other = {"a": {1: 0.7, 2: math.nan}, "b": {1: 0.2, 2: 0.4}, "c": {1: 0.1, 2: 0.1}, "d": {1: 0.45}}
     result = paired_test("r", reference, "o", other)
-    assert (result.n, result.excluded) == (3, 1)
-    assert result.t_p == pytest.approx(stats.ttest_rel([0.9, 0.7, 0.5], [0.7, 0.3, 0.45]).pvalue)
+    assert (result.n, result.unpaired) == (4, 0)
+    assert result.t_p == pytest.approx(stats.ttest_rel([0.95, 0.7, 1.0, 0.5], [0.85, 0.3, 0.1, 0.45]).pvalue)
 
 
 def test_hd95_known_distance_and_empty_masks():

@@ -35,11 +35,17 @@ def dice_per_case(summary: dict, file_ending: str) -> CaseValues:
             for entry in summary["metric_per_case"]}
 
 
+def dice_empty_rule(value: float) -> float:
+    """The report's rule for nnU-Net's NaN Dice: nnU-Net scores a label NaN when it is absent from both the
+    prediction and the reference (tp + fp + fn = 0), i.e. a correct empty prediction; it counts as Dice 1.
+    A false positive on an empty label already has Dice 0 in nnU-Net (2tp / (2tp + fp + fn) with tp = 0)."""
+    return 1.0 if np.isnan(value) else float(value)
+
+
 def case_score(values: Dict[int, float]) -> float:
-    """Mean Dice over the foreground labels of one case, skipping NaN (nnU-Net's NaN = label absent in both
-    prediction and reference); NaN if every label is NaN."""
-    finite = [v for v in values.values() if not np.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
+    """Mean Dice over the foreground labels of one case, a correct empty prediction counting as 1
+    (``dice_empty_rule``); NaN only for a case without labels."""
+    return float(np.mean([dice_empty_rule(v) for v in values.values()])) if values else float("nan")
 
 
 def hd95(prediction: np.ndarray, reference: np.ndarray, labels: Sequence[int],
@@ -79,6 +85,8 @@ def hd95_per_case(prediction_folder: Path, reference_folder: Path, cases: Sequen
 
 
 def count_undefined(values: CaseValues) -> int:
+    """NaN (case, label) values: for Dice, the correct empty predictions ``dice_empty_rule`` scores 1; for
+    HD95, the case-labels with an empty prediction or reference that are left out of its mean."""
     return sum(int(np.isnan(v)) for per_label in values.values() for v in per_label.values())
 
 

@@ -3,20 +3,28 @@
 For every model of the dataset (teachers, students without distillation, distilled students, ablations,
 nnU-Net baselines): cross-validated Dice per class and foreground mean (mean +- sd over folds, from
 nnU-Net's ``summary.json``), HD95 (MONAI), parameters, GFLOPs at the plans' patch size, inference time
-per case, and the paired tests of the reference distilled student against it. A model that lacks a
-requested fold is listed with the missing folds and the command that produces them; its Dice is not
-averaged over the folds it has. Output (default ``$nnUNet_results/<Dataset>/teachformer_report``):
+per case, and the paired comparison with the reference model (``statistics``): the mean per-case Dice
+difference with its bootstrap CI, and t-test / Wilcoxon p-values Holm-corrected over the table.
 
-    report.md          the table, the paired tests, missing folds/models, rules, figures
+The reference is declared, never chosen by the results: ``--reference``, else the distilled trainer
+``TeachFormerTrainer``, else the one of ``TeachFormerTrainer_tiny`` / ``_demo`` / ``_5epochs`` present
+(``default_reference``). A model that lacks a requested fold is listed with the missing folds and the
+command that produces them; its Dice is not averaged over the folds it has. A distilled student whose folds
+were taught by different teacher sets is one row per set; one taught by a teacher without a provenance
+record is marked. Output (default ``$nnUNet_results/<Dataset>/teachformer_report``):
+
+    report.md          the table, the paired tests, effect sizes per fold, missing folds/models, teachers, rules
     models.csv         one row per model (fractions, not percent; per-fold Dice columns)
-    paired_tests.csv   reference vs every other model
+    paired_tests.csv   reference vs every other model (raw and Holm p, effect size pooled and per fold)
     per_case.csv       Dice and HD95 per model and validation case
     *.png              trade-off scatters, per-case box plot, loss curves, case gallery
     cache/             HD95 per fold, reused while the predictions are unchanged
 """
 import csv
+import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -32,11 +40,16 @@ from nnunet_teachformer.evaluation.latency import Latency, time_inference
 from nnunet_teachformer.evaluation.metrics import CaseValues, case_score, count_undefined, hd95_per_case
 from nnunet_teachformer.evaluation.results import (DISTILLED_PREFIX, ROLE_DISTILLED, ROLE_NNUNET, ROLE_STUDENT,
                                                    ROLE_TEACHER, ROLE_UNKNOWN, DatasetFolders, ModelResults,
-                                                   dataset_folders, discover_models, missing_models)
-from nnunet_teachformer.evaluation.statistics import PairedTest, case_scores, paired_test
+                                                   dataset_folders, discover_models, missing_models,
+                                                   teacher_set_label)
+from nnunet_teachformer.evaluation.statistics import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, EffectSize, PairedTest,
+                                                      case_scores, holm_corrected, paired_test)
 
 REPORT_FOLDER = "teachformer_report"
 SIGNIFICANCE = 0.05
+DEFAULT_REFERENCE = DISTILLED_PREFIX  # the paper's distilled student
+DEFAULT_REFERENCE_PRESETS = ("_tiny", "_demo", "_5epochs")  # its short-schedule variants, used without the full one
+UNVERIFIED_MARK = "†"  # taught by a teacher without a provenance record
 
 
 def _mean_sd(values: Sequence[float]) -> Tuple[float, float]:
@@ -88,6 +101,15 @@ class ModelRow:
     def hd95_undefined(self) -> int:
         return sum(count_undefined(v) for v in self.hd95.values())
 
+    @property
+    def dice_empty_correct(self) -> int:
+        """(case, label) values nnU-Net scored NaN (correct empty prediction), counted as Dice 1 in the tests."""
+        return count_undefined(self.model.case_dice())
+
+    @property
+    def display_name(self) -> str:
+        return self.name + (f" {UNVERIFIED_MARK}" if self.model.teacher_warnings else "")
+
 
 @dataclass
 class Report:
@@ -99,6 +121,7 @@ class Report:
     rows: List[ModelRow]
     tests: List[PairedTest]
     reference: Optional[str]
+    reference_rule: str  # how the reference was declared, or why there is none
     missing: List[str]  # missing folds (with the command that makes them) and missing models
 
 
@@ -147,29 +170,52 @@ def _timing_target(folders: DatasetFolders, row: ModelRow) -> Optional[Tuple[int
     return None
 
 
-def _choose_reference(rows: Sequence[ModelRow], requested: Optional[str]) -> Optional[ModelRow]:
-    if requested:
-        for row in rows:
-            if requested in (row.name, row.model.trainer, row.model.folder.name):
-                matches = [r for r in rows if requested in (r.name, r.model.trainer, r.model.folder.name)]
-                if len(matches) > 1:
-                    raise TeachFormerError(f"--reference {requested} matches several models: "
-                                           f"{', '.join(r.model.folder.name for r in matches)}; give the full folder "
-                                           f"name.")
-                if not row.model.folds:
-                    raise TeachFormerError(f"--reference {requested}: {row.model.folder} has none of the requested "
-                                           f"folds ({'; '.join(row.model.missing.values())}).")
-                return row
-        raise TeachFormerError(f"--reference {requested} is not a model of this dataset; models: "
-                               f"{', '.join(r.model.folder.name for r in rows)}.")
-    candidates = [r for r in rows if r.model.role == ROLE_DISTILLED and r.model.trainer.startswith(DISTILLED_PREFIX)
-                  and r.model.folds]
-    if not candidates:
-        return None
+def _matching_rows(rows: Sequence[ModelRow], name: str) -> List[ModelRow]:
+    """Rows named ``name``: the exact row name (e.g. a teacher-set row), else the trainer or folder name."""
+    exact = [r for r in rows if r.name == name]
+    return exact or [r for r in rows if name in (r.model.trainer, r.model.folder.name)]
 
-    def rank(r):  # complete models first, then the higher Dice (foreground mean over the available cases)
-        return (r.model.complete, _nanmean(case_scores(r.model.case_dice()).values()))
-    return max(candidates, key=rank)
+
+def default_reference(rows: Sequence[ModelRow]) -> Optional[str]:
+    """The trainer name the paired tests compare against when no --reference is given: ``TeachFormerTrainer``
+    if the dataset has that model, else the one ``TeachFormerTrainer_<preset>`` (tiny, demo, 5epochs) it has,
+    else None. Two presets without the full trainer are ambiguous: the user must declare one."""
+    trainers = {r.model.trainer for r in rows}
+    if DEFAULT_REFERENCE in trainers:
+        return DEFAULT_REFERENCE
+    presets = sorted(DEFAULT_REFERENCE + p for p in DEFAULT_REFERENCE_PRESETS if DEFAULT_REFERENCE + p in trainers)
+    if len(presets) > 1:
+        raise TeachFormerError(f"No default reference for the paired tests: the dataset has {' and '.join(presets)} "
+                               f"but no {DEFAULT_REFERENCE}. Declare the reference with --reference TRAINER.")
+    return presets[0] if presets else None
+
+
+def declared_reference(rows: Sequence[ModelRow], requested: Optional[str]) -> Tuple[Optional[ModelRow], str]:
+    """(reference row, how it was declared). A --reference that names no model, several models, or a model
+    without any requested fold is an error; so is a default whose folds were taught by different teacher
+    sets. A default trainer that is absent or has no results gives no reference (and says so)."""
+    name = requested or default_reference(rows)
+    how = f"declared with --reference {requested}" if requested else \
+        f"the declared default ({DEFAULT_REFERENCE}, else its _tiny/_demo/_5epochs preset)"
+    if name is None:
+        return None, (f"none: no {DEFAULT_REFERENCE} (or _tiny/_demo/_5epochs preset) model in this dataset, so no "
+                      f"paired tests; declare a reference with --reference TRAINER")
+    matches = _matching_rows(rows, name)
+    if not matches:
+        raise TeachFormerError(f"--reference {name} is not a model of this dataset; models: "
+                               f"{', '.join(r.name for r in rows)}.")
+    if len(matches) > 1:
+        raise TeachFormerError(f"The reference {name} ({how}) matches several rows: "
+                               f"{'; '.join(r.name + ' = ' + r.model.folder.name for r in matches)}. Declare one "
+                               f"with --reference, giving the row name in quotes or the full folder name.")
+    row = matches[0]
+    if not row.model.folds:
+        if not requested:
+            return None, (f"none: the declared default {name} has none of the requested folds "
+                          f"({'; '.join(row.model.missing.values())}), so no paired tests")
+        raise TeachFormerError(f"--reference {requested}: {row.model.folder} has none of the requested folds "
+                               f"({'; '.join(row.model.missing.values())}).")
+    return row, f"{row.name}, {how}"
 
 
 def _training_logs(model: ModelResults, log) -> Dict[int, Dict[str, list]]:
@@ -200,10 +246,23 @@ def _plain(mean_sd: Tuple[float, float], digits: int = 2) -> str:
     return f"{mean:.{digits}f}" + ("" if np.isnan(sd) else f" ± {sd:.{digits}f}")
 
 
-def _p(value: float) -> str:
+def _p(value: float, star: bool = False) -> str:
+    """A p-value; ``star``: marked * below the significance level (used for Holm-corrected values only)."""
     if np.isnan(value):
         return "n/a"
-    return (f"{value:.3g}" if value >= 1e-3 else f"{value:.1e}") + ("*" if value < SIGNIFICANCE else "")
+    return (f"{value:.3g}" if value >= 1e-3 else f"{value:.1e}") + ("*" if star and value < SIGNIFICANCE else "")
+
+
+def _delta(mean: float, low: float, high: float) -> str:
+    """A Dice difference in percentage points with its CI."""
+    if np.isnan(mean):
+        return "n/a"
+    return f"{100 * mean:+.2f}" + ("" if np.isnan(low) else f" [{100 * low:+.2f}, {100 * high:+.2f}]")
+
+
+def _effect(effect: Optional[EffectSize]) -> str:
+    return "n/a" if effect is None or not effect.n else \
+        f"{_delta(effect.mean_difference, effect.ci_low, effect.ci_high)} (n={effect.n})"
 
 
 def _folds_cell(model: ModelResults) -> str:
@@ -220,11 +279,13 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 def _model_table(rows: Sequence[ModelRow], label_names: Dict[int, str], labels, reference: Optional[ModelRow],
                  tests: Dict[str, PairedTest]) -> str:
     header = ["Model", "Role", "Folds"] + [f"Dice {label_names.get(lb, lb)} (%)" for lb in labels] + \
-             ["Dice mean (%)", "HD95 mean (mm)", "Params (M)", "GFLOPs", "Time/case (s)", "p vs reference (t / W)"]
+             ["Dice mean (%)", "HD95 mean (mm)", "Params (M)", "GFLOPs", "Time/case (s)",
+              "ΔDice vs reference (pp) [95 % CI]", "p Holm (t / W)"]
     table = []
     for row in rows:
         incomplete = not row.model.complete
-        cells = [f"**{row.name}**" if row is reference else row.name, row.model.role, _folds_cell(row.model)]
+        cells = [f"**{row.display_name}**" if row is reference else row.display_name, row.model.role,
+                 _folds_cell(row.model)]
         cells += ["incomplete" if incomplete else _percent(row.dice(lb)) for lb in labels]
         cells += ["incomplete" if incomplete else _percent(row.dice("fg")),
                   "incomplete" if incomplete else _plain(row.hd95_mean("fg"))]
@@ -232,23 +293,45 @@ def _model_table(rows: Sequence[ModelRow], label_names: Dict[int, str], labels, 
         cells += [f"{c.parameters / 1e6:.3f}" if c else "n/a", f"{c.gflops:.2f}" if c else "n/a",
                   f"{t.seconds:.2f}" if t else "n/a"]
         if row is reference:
-            cells.append("reference")
+            cells += ["reference", "reference"]
         elif row.name in tests:
             test = tests[row.name]
-            cells.append(f"{_p(test.t_p)} / {_p(test.wilcoxon_p)} (n={test.n})")
+            cells += [_delta(test.mean_difference, test.ci_low, test.ci_high),
+                      f"{_p(test.t_p_holm, star=True)} / {_p(test.wilcoxon_p_holm, star=True)} (n={test.n})"]
         else:
-            cells.append("n/a")
+            cells += ["n/a", "n/a"]
         table.append(cells)
     return _markdown_table(header, table)
 
 
 def _tests_table(tests: Sequence[PairedTest]) -> str:
-    header = ["Reference", "Other", "n", "Reference Dice (%)", "Other Dice (%)", "Difference (pp)", "t", "p (t-test)",
-              "W", "p (Wilcoxon)", "Cohen's d_z", "Note"]
-    rows = [[t.reference, t.other, str(t.n), f"{100 * t.mean_reference:.2f}", f"{100 * t.mean_other:.2f}",
-             f"{100 * t.mean_difference:+.2f}", f"{t.t_statistic:.3f}", _p(t.t_p), f"{t.wilcoxon_statistic:.1f}",
-             _p(t.wilcoxon_p), f"{t.cohens_dz:.2f}", t.note or ""] for t in tests]
+    header = ["Other", "n", "Reference Dice (%)", "Other Dice (%)", "ΔDice (pp) [95 % CI]", "t", "p (t-test)",
+              "p Holm (t-test)", "W", "p (Wilcoxon)", "p Holm (Wilcoxon)", "Cohen's d_z", "Note"]
+    rows = [[t.other, str(t.n), f"{100 * t.mean_reference:.2f}", f"{100 * t.mean_other:.2f}",
+             _delta(t.mean_difference, t.ci_low, t.ci_high), f"{t.t_statistic:.3f}", _p(t.t_p),
+             _p(t.t_p_holm, star=True), f"{t.wilcoxon_statistic:.1f}", _p(t.wilcoxon_p),
+             _p(t.wilcoxon_p_holm, star=True), f"{t.cohens_dz:.2f}",
+             "; ".join(filter(None, [t.note, f"{t.unpaired} unpaired case(s)" if t.unpaired else ""]))]
+            for t in tests]
     return _markdown_table(header, rows)
+
+
+def _fold_effects_table(tests: Sequence[PairedTest], folds: Sequence[int]) -> str:
+    header = ["Other"] + [f"fold {f}" for f in folds] + ["pooled"]
+    rows = [[t.other] + [_effect(t.per_fold.get(f)) for f in folds] +
+            [_effect(EffectSize(t.n, t.mean_difference, t.ci_low, t.ci_high))] for t in tests]
+    return _markdown_table(header, rows)
+
+
+def _teachers_lines(rows: Sequence[ModelRow]) -> List[str]:
+    lines = []
+    for row in rows:
+        if row.model.role != ROLE_DISTILLED or not row.model.teachers:
+            continue
+        per_fold = "; ".join(f"fold {f}: {teacher_set_label(t)}" for f, t in sorted(row.model.teachers.items()))
+        lines.append(f"- {row.display_name}: {per_fold}")
+        lines += [f"  - {UNVERIFIED_MARK} {w}" for w in row.model.teacher_warnings]
+    return lines
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> Path:
@@ -267,9 +350,10 @@ def _models_csv(path: Path, rows: Sequence[ModelRow], labels, label_names, folds
               "folds_missing", "complete"]
     header += [f"dice_{n}{s}" for n in names for s in ("", "_sd")] + ["dice_fg", "dice_fg_sd"]
     header += [f"dice_fg_fold{f}" for f in folds]
+    header += ["dice_empty_correct"]
     header += [f"hd95_{n}" for n in names] + ["hd95_fg", "hd95_fg_sd", "hd95_undefined"]
     header += ["parameters", "gflops", "flop_device", "patch_size", "seconds_per_case", "timing_device",
-               "timing_fold", "timing_case", "tta_mirroring", "notes"]
+               "timing_fold", "timing_case", "tta_mirroring", "teachers", "teacher_warnings", "notes"]
     table = []
     for row in rows:
         m, c, t = row.model, row.complexity, row.latency
@@ -280,18 +364,25 @@ def _models_csv(path: Path, rows: Sequence[ModelRow], labels, label_names, folds
         values += list(row.dice("fg"))
         per_fold = row.fold_dice("fg")
         values += [per_fold.get(f, float("nan")) for f in folds]
+        values += [row.dice_empty_correct]
         values += [row.hd95_mean(lb)[0] for lb in labels] + list(row.hd95_mean("fg")) + [row.hd95_undefined]
         values += [c.parameters, c.gflops, c.flop_device, "x".join(map(str, c.patch_size))] if c else [""] * 4
         values += [t.seconds, t.device, t.fold, t.case, t.mirroring] if t else [""] * 5
-        values.append("; ".join(row.notes))
+        values += [" ".join(f"{f}:{teacher_set_label(r)}" for f, r in sorted(m.teachers.items())),
+                   "; ".join(m.teacher_warnings), "; ".join(row.notes)]
         table.append(values)
     return _write_csv(path, header, table)
 
 
-def _tests_csv(path: Path, tests: Sequence[PairedTest]) -> Path:
-    header = ["reference", "other", "n", "excluded", "mean_reference", "mean_other", "mean_difference",
-              "t_statistic", "t_p", "wilcoxon_statistic", "wilcoxon_p", "cohens_dz", "note"]
-    return _write_csv(path, header, [[getattr(t, h) for h in header] for t in tests])
+def _tests_csv(path: Path, tests: Sequence[PairedTest], folds: Sequence[int]) -> Path:
+    header = ["reference", "other", "n", "unpaired", "mean_reference", "mean_other", "mean_difference", "ci_low",
+              "ci_high", "t_statistic", "t_p", "t_p_holm", "wilcoxon_statistic", "wilcoxon_p", "wilcoxon_p_holm",
+              "cohens_dz", "note"]
+    fold_header = [f"{k}_fold{f}" for f in folds for k in ("n", "mean_difference", "ci_low", "ci_high")]
+    nan = EffectSize(0, math.nan, math.nan, math.nan)
+    rows = [[getattr(t, h) for h in header] +
+            [v for f in folds for v in dataclasses.astuple(t.per_fold.get(f, nan))] for t in tests]
+    return _write_csv(path, header + fold_header, rows)
 
 
 def _per_case_csv(path: Path, rows: Sequence[ModelRow], labels, label_names) -> Path:
@@ -320,14 +411,16 @@ def build_report(dataset, folds: Sequence[int] = (0, 1, 2, 3, 4), output=None, r
                                "cpu, or skip the timing with --no-timing.")
     folders = dataset_folders(dataset)
     models = discover_models(folders, folds, log=log)
-    output = Path(output) if output else folders.results / REPORT_FOLDER
-    output.mkdir(parents=True, exist_ok=True)
     dataset_json = load_json(str(models[0].folder / "dataset.json"))
     label_names = {v: k for k, v in dataset_json["labels"].items() if isinstance(v, int)}
     labels = tuple(sorted(lb for lb in label_names if lb > 0 and lb != dataset_json["labels"].get("ignore")))
 
     order = [ROLE_TEACHER, ROLE_NNUNET, ROLE_STUDENT, ROLE_DISTILLED, ROLE_UNKNOWN]
     rows = [ModelRow(m, labels) for m in sorted(models, key=lambda m: (order.index(m.role), m.name))]
+    reference_row, reference_rule = declared_reference(rows, reference)  # before any slow work or writing
+    log(f"reference for the paired tests: {reference_rule}")
+    output = Path(output) if output else folders.results / REPORT_FOLDER
+    output.mkdir(parents=True, exist_ok=True)
     for row in rows:
         m = row.model
         for fold in m.folds:
@@ -350,25 +443,28 @@ def build_report(dataset, folds: Sequence[int] = (0, 1, 2, 3, 4), output=None, r
                 except Exception as e:  # noqa: BLE001
                     row.notes.append(f"timing failed: {type(e).__name__}: {e}")
 
-    reference_row = _choose_reference(rows, reference)
-    tests = [paired_test(reference_row.name, reference_row.model.case_dice(), r.name, r.model.case_dice())
-             for r in rows if reference_row is not None and r is not reference_row and r.model.folds]
+    tests = []
+    if reference_row is not None:
+        case_folds = {c: f for f, result in reference_row.model.folds.items() for c in result.dice}
+        tests = holm_corrected([paired_test(reference_row.name, reference_row.model.case_dice(), r.name,
+                                            r.model.case_dice(), case_folds)
+                                for r in rows if r is not reference_row and r.model.folds])
     tests_by_name = {t.other: t for t in tests}
     missing = [f"{r.name} fold {fold}: {why}" for r in rows for fold, why in sorted(r.model.missing.items())]
     missing += [f"model {m}" for m in missing_models(models)]
 
     files = {"models_csv": _models_csv(output / "models.csv", rows, labels, label_names, folds),
-             "paired_tests_csv": _tests_csv(output / "paired_tests.csv", tests),
+             "paired_tests_csv": _tests_csv(output / "paired_tests.csv", tests, folds),
              "per_case_csv": _per_case_csv(output / "per_case.csv", rows, labels, label_names)}
     figures = _figures(output, folders, rows, labels, dataset_json, reference_row, gallery_cases, log)
 
     table = _model_table(rows, label_names, labels, reference_row, tests_by_name)
-    markdown = _report_markdown(folders, folds, rows, table, tests, reference_row, missing, figures, device, timing,
-                                mirroring)
+    markdown = _report_markdown(folders, folds, rows, table, tests, reference_rule, missing, figures, device,
+                                timing, mirroring)
     files["report_md"] = output / "report.md"
     files["report_md"].write_text(markdown)
     return Report(output, table, markdown, files, figures, rows, tests,
-                  reference_row.name if reference_row else None, missing)
+                  reference_row.name if reference_row else None, reference_rule, missing)
 
 
 def _figures(output: Path, folders: DatasetFolders, rows: Sequence[ModelRow], labels, dataset_json: dict,
@@ -398,11 +494,16 @@ def _figures(output: Path, folders: DatasetFolders, rows: Sequence[ModelRow], la
             logs = _training_logs(r.model, log)
             if logs:
                 figures[f"training_curves_{r.name}"] = plots.training_curves(
-                    r.name, logs, output / f"training_curves_{r.model.folder.name}.png")
+                    r.name, logs, output / f"training_curves_{_file_name(r.name)}.png")
 
     if reference is not None and gallery_cases > 0:
         figures.update(_gallery(output, folders, rows, dataset_json, reference, gallery_cases, log))
     return figures
+
+
+def _file_name(name: str) -> str:
+    """A row name (which may hold spaces, brackets, '+') as a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
 def _gallery(output, folders, rows, dataset_json, reference, count, log) -> Dict[str, Path]:
@@ -429,12 +530,19 @@ def _gallery(output, folders, rows, dataset_json, reference, count, log) -> Dict
     return {"gallery": path}
 
 
-def _report_markdown(folders, folds, rows, table, tests, reference, missing, figures, device, timing,
+def _report_markdown(folders, folds, rows, table, tests, reference_rule, missing, figures, device, timing,
                      mirroring) -> str:
     lines = [f"# Teach-Former report: {folders.name}", "",
-             f"Folds requested: {', '.join(map(str, folds))}. Reference for the paired tests: "
-             f"**{reference.name if reference else 'none'}**. Dice in %, mean ± sd over folds (nnU-Net's "
-             f"validation summary.json); * p < {SIGNIFICANCE}.", "", table, ""]
+             f"Folds requested: {', '.join(map(str, folds))}. Reference for the paired tests: **{reference_rule}**. "
+             f"Dice in %, mean ± sd over folds (nnU-Net's validation summary.json). ΔDice = reference − other, mean "
+             f"per-case Dice difference over all validation cases of the folds, in percentage points, with its "
+             f"95 % bootstrap CI. p: Holm-corrected over the comparisons of this table (one family per test), "
+             f"* corrected p < {SIGNIFICANCE}.", ""]
+    if any(r.model.teacher_warnings for r in rows):
+        lines += [f"{UNVERIFIED_MARK} taught (in at least one fold) by a teacher without a provenance record, or "
+                  f"with no record of its teachers: nothing shows that its teachers never trained on this "
+                  f"student's validation cases, so its numbers may be optimistic (see Teachers).", ""]
+    lines += [table, ""]
     if missing:
         lines += ["## Missing", ""] + [f"- {m}" for m in missing] + [""]
         lines += ["Models with missing folds show no cross-validated Dice: it is never averaged over fewer folds.",
@@ -442,11 +550,28 @@ def _report_markdown(folders, folds, rows, table, tests, reference, missing, fig
     lines += ["## Paired tests over validation cases", ""]
     if tests:
         lines += [_tests_table(tests), "",
-                  "Difference = reference − other (positive: the reference is better). Cases paired by name; only "
-                  "cases both models validated are used.", ""]
+                  "Difference = reference − other (positive: the reference is better). Cases paired by name; cases "
+                  "only one model validated are left out and counted (unpaired). The star marks the Holm-corrected "
+                  "p-value; raw p-values are shown for reference only.", "",
+                  "### Effect size per fold", "",
+                  "ΔDice (pp) [95 % bootstrap CI] over the validation cases of each fold (the reference's folds), "
+                  "and pooled over the folds.", "", _fold_effects_table(tests, folds), ""]
     else:
-        lines += ["No paired tests: no distilled model (TeachFormerTrainer*) with results; choose a reference with "
-                  "--reference TRAINER.", ""]
+        lines += [f"No paired tests: the reference is {reference_rule}.", ""]
+    empty = [r for r in rows if r.model.folds]
+    lines += ["## Empty labels", "",
+              "nnU-Net scores Dice NaN for a label absent from both the prediction and the reference (a correct "
+              "empty prediction). In the paired tests, ΔDice, per_case.csv's case score, the box plot and the "
+              "gallery such a label scores Dice 1; a false positive on an empty label scores 0 (as in nnU-Net), so "
+              "no case leaves a pair for a NaN. The Dice columns of the table are nnU-Net's summary.json, which "
+              "skips these NaNs instead. (case, label) values counted as 1:", ""]
+    lines += [f"- {r.name}: {r.dice_empty_correct} of {sum(len(v) for v in r.model.case_dice().values())}"
+              for r in empty] + [""]
+    teachers = _teachers_lines(rows)
+    if teachers:
+        lines += ["## Teachers", "",
+                  "Per distilled row, the teachers that taught each fold (its fold_X/teachers.json); a trainer whose "
+                  "folds were taught by different teacher sets has one row per set.", ""] + teachers + [""]
     notes = [f"{r.name}: {n}" for r in rows for n in r.notes]
     notes += [f"{r.name}: HD95 undefined for {r.hd95_undefined} case-label(s) (empty prediction or reference), "
               f"left out of its mean" for r in rows if r.hd95_undefined]
@@ -459,9 +584,11 @@ def _report_markdown(folders, folds, rows, table, tests, reference, missing, fig
               "- HD95: MONAI compute_hausdorff_distance(percentile=95) in mm per case and class; undefined (left out "
               "and counted) when the prediction or the reference is empty; per fold the mean over cases, then over "
               "classes; mean ± sd over folds.",
-              "- Paired tests: case score = mean Dice over the foreground classes of the case, skipping classes "
-              "nnU-Net scores NaN (absent in prediction and reference); scipy.stats.ttest_rel and "
-              "scipy.stats.wilcoxon (two-sided); Cohen's d_z = mean / sd of the differences.",
+              "- Paired tests: case score = mean Dice over the foreground classes of the case, a class nnU-Net "
+              "scores NaN (empty in prediction and reference) counting as 1; scipy.stats.ttest_rel and "
+              "scipy.stats.wilcoxon (two-sided); Holm's step-down correction per test over the comparisons with "
+              "the reference; Cohen's d_z = mean / sd of the differences; ΔDice CI: scipy.stats.bootstrap, "
+              f"percentile method, {BOOTSTRAP_RESAMPLES} resamples of the cases, seed {BOOTSTRAP_SEED}.",
               "- Parameters and GFLOPs: the network rebuilt from the model's plans (deep supervision off); GFLOPs of "
               "one forward pass of one patch at the plans' patch size (torch.utils.flop_counter, 2 FLOPs per "
               "multiply-add).",

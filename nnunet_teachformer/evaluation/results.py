@@ -6,15 +6,22 @@ own ``compute_metrics_on_folder`` when the predictions are complete but the summ
 reason why the fold is missing. A model's role comes from its trainer class: a ``TeachFormerTrainer``
 subclass is a distilled student, an ``ArchitectureTrainer`` subclass a teacher or a student trained
 without distillation (its network spec says which), anything else an nnU-Net baseline.
+
+A distilled student's ``fold_X/teachers.json`` records the teachers that taught that fold and whether
+each had a provenance record (``"provenance": "recorded"``; ``"unrecorded"`` for a teacher trained
+elsewhere that the user accepted explicitly; absent in records written before it existed: "unknown").
+Folds of one trainer taught by different teacher sets are not one model: ``split_by_teacher_set`` makes
+one result per set, each with only its own folds.
 """
 import contextlib
+import dataclasses
 import io
 import json
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.evaluation.metrics import CaseValues, dice_per_case, evaluated_labels
@@ -91,6 +98,17 @@ class FoldResult:
         return self.folder / "validation"
 
 
+PROVENANCE_RECORDED = "recorded"
+PROVENANCE_UNKNOWN = "unknown"  # teachers.json written before the provenance key existed
+
+
+@dataclass(frozen=True)
+class TeacherRecord:
+    trainer: str
+    checkpoint: str
+    provenance: str  # "recorded", "unrecorded" or "unknown"
+
+
 @dataclass
 class ModelResults:
     trainer: str
@@ -102,6 +120,24 @@ class ModelResults:
     folds: Dict[int, FoldResult] = field(default_factory=dict)
     missing: Dict[int, str] = field(default_factory=dict)  # fold -> why it is missing
     name: str = ""
+    # distilled students: per available fold, the teachers of its teachers.json (None: the fold has none)
+    teachers: Dict[int, Optional[Tuple[TeacherRecord, ...]]] = field(default_factory=dict)
+
+    @property
+    def teacher_warnings(self) -> List[str]:
+        """Per fold, what is not certain about its teachers: no record at all, or a teacher whose
+        provenance is not recorded."""
+        warnings = []
+        for fold, records in sorted(self.teachers.items()):
+            if records is None:
+                warnings.append(f"fold {fold}: no {_teachers_file()} (teachers not recorded)")
+                continue
+            warnings += [f"fold {fold}: teacher {t.trainer} ({t.checkpoint}): " +
+                         ("provenance unknown (teachers.json written before provenance was recorded)"
+                          if t.provenance == PROVENANCE_UNKNOWN else f"provenance {t.provenance} (no record of how "
+                                                                     f"and on which cases it was trained)")
+                         for t in records if t.provenance != PROVENANCE_RECORDED]
+        return warnings
 
     @property
     def complete(self) -> bool:
@@ -174,6 +210,53 @@ def _read_fold(folders: DatasetFolders, model: ModelResults, fold: int, file_end
         evaluated_now = True
     summary = load_summary_json(str(summary_file))
     model.folds[fold] = FoldResult(fold, fold_folder, summary, dice_per_case(summary, file_ending), evaluated_now)
+    if model.role == ROLE_DISTILLED:
+        model.teachers[fold] = fold_teachers(fold_folder)
+
+
+def _teachers_file() -> str:
+    from nnunet_teachformer.trainers.teachformer import TEACHERS_FILE
+    return TEACHERS_FILE
+
+
+def fold_teachers(fold_folder: Path) -> Optional[Tuple[TeacherRecord, ...]]:
+    """The teachers recorded in ``fold_folder/teachers.json``; None if the fold has no such file."""
+    record = fold_folder / _teachers_file()
+    if not record.is_file():
+        return None
+    try:
+        entries = json.loads(record.read_text())
+        return tuple(TeacherRecord(e["trainer"], str(e.get("checkpoint", "")), e.get("provenance", PROVENANCE_UNKNOWN))
+                     for e in entries)
+    except (ValueError, KeyError, TypeError) as e:
+        raise TeachFormerError(f"{record} is not a teachers record (a JSON list of {{\"trainer\", \"checkpoint\", "
+                               f"\"provenance\"}} objects): {type(e).__name__}: {e}. Restore it, or delete it and "
+                               f"the report will list the fold as taught by unrecorded teachers.") from e
+
+
+def teacher_set_label(records: Optional[Tuple[TeacherRecord, ...]]) -> str:
+    return "+".join(sorted({t.trainer for t in records})) if records is not None else "teachers not recorded"
+
+
+def split_by_teacher_set(model: ModelResults) -> List[ModelResults]:
+    """The model as it is, or, when its folds were taught by different teacher sets, one model per set named
+    ``<name> [<Teacher>+<Teacher>]``, holding only the folds of that set; the requested folds taught by
+    another set are missing from it (so it is incomplete and never averaged over another set's folds)."""
+    groups: Dict[str, List[int]] = {}
+    for fold, records in sorted(model.teachers.items()):
+        groups.setdefault(teacher_set_label(records), []).append(fold)
+    if len(groups) < 2:
+        return [model]
+    names = {label: f"{model.name} [{label}]" for label in groups}
+    parts = []
+    for label, folds in groups.items():
+        part = dataclasses.replace(model, name=names[label], folds={f: model.folds[f] for f in folds},
+                                   teachers={f: model.teachers[f] for f in folds}, missing=dict(model.missing))
+        for other, other_folds in groups.items():
+            if other != label:
+                part.missing.update({f: f"taught by another teacher set (row {names[other]})" for f in other_folds})
+        parts.append(part)
+    return parts
 
 
 def _display_names(models: List[ModelResults]) -> None:
@@ -207,16 +290,14 @@ def discover_models(folders: DatasetFolders, requested_folds: Sequence[int], log
         raise TeachFormerError(f"{folders.results} holds no nnU-Net model folders (<Trainer>__<Plans>__<Configuration> "
                                f"with dataset.json). Train with `teachformer train -d {folders.dataset_id}`.")
     _display_names(models)
-    return models
+    return [part for m in models for part in split_by_teacher_set(m)]
 
 
 def teachers_used(model: ModelResults) -> List[str]:
     """The teacher trainers of a distilled student, as its folds recorded them (in fold order, no repeats);
     the trainer class's default set for a model trained before the record existed."""
-    from nnunet_teachformer.trainers.teachformer import TEACHERS_FILE
-
-    recorded = [t["trainer"] for record in sorted(model.folder.glob(f"fold_*/{TEACHERS_FILE}"))
-                for t in json.loads(record.read_text())]
+    recorded = [t.trainer for record in sorted(model.folder.glob(f"fold_*/{_teachers_file()}"))
+                for t in fold_teachers(record.parent)]
     cls = model.trainer_class
     return list(dict.fromkeys(recorded)) or [t + cls.teacher_variant for t in cls.teacher_trainers]
 
