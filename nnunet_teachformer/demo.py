@@ -129,14 +129,14 @@ def run_demo(workdir: str = "teachformer_demo", quick: bool = False, device: Opt
 def held_out_table(metrics: dict, roles: Sequence[str]) -> str:
     import numpy as np
 
-    from nnunet_teachformer.evaluation.metrics import case_score
+    from nnunet_teachformer.evaluation.metrics import case_score, dice_empty_rule
 
     first = next(iter(metrics.values()))
     labels = first.labels
     header = ["model", "role"] + [first.label_names.get(lb, str(lb)) for lb in labels] + ["foreground mean"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (trainer, m), role in zip(metrics.items(), roles):
-        per_label = [np.nanmean([m.dice[c][lb] for c in m.dice]) for lb in labels]
+    for (trainer, m), role in zip(metrics.items(), roles):  # one rule throughout: a correct empty label scores 1
+        per_label = [np.mean([dice_empty_rule(m.dice[c][lb]) for c in m.dice]) for lb in labels]
         fg = np.nanmean([case_score(v) for v in m.dice.values()])
         lines.append("| " + " | ".join([trainer, role] + [f"{100 * v:.1f}" for v in per_label] + [f"{100 * fg:.1f}"])
                      + " |")
