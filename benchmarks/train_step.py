@@ -103,14 +103,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from nnunet_teachformer.study import STUDENT_TRAINERS
+    from nnunet_teachformer.roster import STUDENTS
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
     common.set_threads(args.threads)
     suffix = "_tiny" if args.tiny else ""
-    baseline_name, distilled_name = (n + suffix for n in STUDENT_TRAINERS["hdenseformer_light"])
+    baseline_name, distilled_name = (n + suffix for n in STUDENTS["hdenseformer_light"])
     info = common.machine(args.device)
 
     with common.workspace(args.workdir):

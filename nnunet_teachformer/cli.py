@@ -39,7 +39,7 @@ def _plan(a):
 def _train(a):
     from nnunet_teachformer.study import plan_study, run_study
     runs = plan_study(a.dataset, a.folds, a.teachers, a.student, plans=a.plans, configuration=a.configuration,
-                      device=a.device, preset=a.preset)
+                      device=a.device, preset=a.preset, nnunet_baseline=a.nnunet_baseline)
     if a.dry_run:
         for r in runs:
             print(("# done: " if r.finished else "") + r.shell())
@@ -138,13 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes for fingerprinting and preprocessing (default 2)")
     p.set_defaults(func=_plan)
 
-    from nnunet_teachformer.study import PRESETS, STUDENT_TRAINERS, TEACHER_TRAINERS
+    from nnunet_teachformer import roster
     p = sub.add_parser("train", help="train teachers, baseline and distilled students per fold (nnUNetv2_train)")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
     p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--teachers", nargs="+", choices=sorted(TEACHER_TRAINERS), default=list(TEACHER_TRAINERS))
-    p.add_argument("--student", choices=sorted(STUDENT_TRAINERS), default="hdenseformer_light")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="full",
+    p.add_argument("--teachers", nargs="+", choices=list(roster.TEACHERS), default=list(roster.PAPER_TEACHERS),
+                   help="the paper's three by default; unet/resenc are nnU-Net's own U-Nets (mixes allowed)")
+    p.add_argument("--nnunet-baseline", action="store_true",
+                   help="also train nnU-Net's own U-Net (UNetTrainer) per fold: the row nnU-Net users compare with")
+    p.add_argument("--student", choices=sorted(roster.STUDENTS), default="hdenseformer_light")
+    p.add_argument("--preset", choices=sorted(roster.PRESETS), default="full",
                    help="full: the paper's sizes and schedule; 5epochs: a quick check; tiny: CPU smoke run")
     p.add_argument("-p", "--plans", default="TeachFormerPlans")
     p.add_argument("-c", "--configuration", default="3d_fullres")

@@ -18,14 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_teachformer.errors import TeachFormerError
 
-TEACHER_TRAINERS = {"hdenseformer": "HDenseFormerTrainer", "swinunetr": "SwinUNETRTrainer", "unetr": "UNETRTrainer"}
-STUDENT_TRAINERS = {  # student -> (baseline trainer, distilled trainer)
-    "hdenseformer_light": ("HDenseFormerLightTrainer", "TeachFormerTrainer"),
-    "uxnet_light": ("UXNetLightTrainer", "TeachFormerTrainer_UXNetLightStudent"),
-}
-SINGLE_TEACHER_VARIANTS = {"hdenseformer": "_HDenseFormerTeacher", "swinunetr": "_SwinUNETRTeacher",
-                           "unetr": "_UNETRTeacher"}
-PRESETS = {"full": "", "5epochs": "_5epochs", "demo": "_demo", "tiny": "_tiny"}
+from nnunet_teachformer import roster
 
 
 @dataclass
@@ -63,26 +56,29 @@ def check_folds(dataset_name: str, folds: Sequence[int]) -> None:
 def distilled_trainer(student: str, teachers: Sequence[str], suffix: str = "") -> Tuple[str, Dict[str, str]]:
     """The distilled student's trainer name and any environment it needs for the chosen teachers.
 
-    The paper's sets have their own trainers (all three teachers; single-teacher ablations); any other
-    set goes through TEACHFORMER_TEACHERS and shares the default trainer's result folder.
+    The roster's teacher sets have their own trainers (the paper's three, the single-teacher ablations, the
+    three with nnU-Net's U-Net); any other set goes through TEACHFORMER_TEACHERS and shares the default
+    trainer's result folder.
     """
-    base = STUDENT_TRAINERS[student][1]
-    if sorted(teachers) == sorted(TEACHER_TRAINERS):
-        return base + suffix, {}
-    if len(teachers) == 1 and base == "TeachFormerTrainer":
-        return base + SINGLE_TEACHER_VARIANTS[teachers[0]] + suffix, {}
-    return base + suffix, {"TEACHFORMER_TEACHERS": ",".join(TEACHER_TRAINERS[t] + suffix for t in teachers)}
+    base = roster.STUDENTS[student][1]
+    variant = roster.TEACHER_SET_VARIANTS.get(frozenset(teachers))
+    if variant == "" or (variant is not None and base == "TeachFormerTrainer"):
+        return base + variant + suffix, {}
+    return base + suffix, {"TEACHFORMER_TEACHERS": ",".join(roster.teacher_trainers(teachers, suffix))}
 
 
 def plan_study(dataset_id, folds: Sequence[int], teachers: Sequence[str], student: str, plans: str = "TeachFormerPlans",
-               configuration: str = "3d_fullres", device: str = "cuda", preset: str = "full") -> List[ModelRun]:
+               configuration: str = "3d_fullres", device: str = "cuda", preset: str = "full",
+               nnunet_baseline: bool = False) -> List[ModelRun]:
     from nnunet_teachformer.planners.plan import check_preprocessed, resolve_dataset
     dataset_id, dataset_name = resolve_dataset(dataset_id, need_raw=False)
     check_preprocessed(dataset_id, plans, configuration)
     check_folds(dataset_name, folds)
-    suffix = PRESETS[preset]
-    models = [("teacher", TEACHER_TRAINERS[t] + suffix, {}) for t in teachers]
-    models += [("baseline", STUDENT_TRAINERS[student][0] + suffix, {}),
+    suffix = roster.PRESETS[preset]
+    models = [("teacher", roster.TEACHERS[t] + suffix, {}) for t in teachers]
+    if nnunet_baseline and "unet" not in teachers:
+        models.append(("baseline", roster.NNUNET_BASELINE + suffix, {}))
+    models += [("baseline", roster.STUDENTS[student][0] + suffix, {}),
                ("distilled", *distilled_trainer(student, teachers, suffix))]
     results = Path(os.environ.get("nnUNet_results", ""), dataset_name)
     runs = []

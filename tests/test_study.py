@@ -31,6 +31,22 @@ def test_ad_hoc_teacher_sets_go_through_the_environment(phantom):
     assert "-tr TeachFormerTrainer_UNETRTeacher_tiny" in single
 
 
+def test_nnunet_unets_join_the_study_as_teachers_and_baseline(phantom):
+    from nnunet_teachformer.study import plan_study
+
+    def trainers(teachers, **kwargs):
+        return [(r.role, r.trainer, r.env.get("TEACHFORMER_TEACHERS")) for r in
+                plan_study(DATASET_ID, [0], teachers, "hdenseformer_light", device="cpu", preset="tiny", **kwargs)]
+
+    assert trainers(["unet", "swinunetr"])[-1] == ("distilled", "TeachFormerTrainer_tiny",
+                                                   "UNetTrainer_tiny,SwinUNETRTrainer_tiny")
+    four = trainers(["hdenseformer", "swinunetr", "unetr", "unet"])
+    assert ("teacher", "UNetTrainer_tiny", None) in four and four[-1][1:] == ("TeachFormerTrainer_fourTeachers_tiny", None)
+    assert trainers(["unet"])[-1][1] == "TeachFormerTrainer_UNetTeacher_tiny"
+    assert ("baseline", "UNetTrainer_tiny", None) in trainers(["unetr"], nnunet_baseline=True)
+    assert ("baseline", "UNetTrainer_tiny", None) not in trainers(["unetr"])
+
+
 def _error(args):
     result = run_cli([TEACHFORMER, *args], check=False)
     assert result.returncode == 2, result.stderr
