@@ -26,6 +26,7 @@ REPORT_DATASET = f"Dataset{REPORT_DATASET_ID}_TeachFormerPhantom"
 PLANS = "nnUNetPlans"
 TEACHER = "UNETRTrainer_tiny"
 DISTILLED = "TeachFormerTrainer_UNETRTeacher_tiny"  # distils the UNETR teacher of the same fold
+NNUNET = "UNetTrainer_tiny"  # nnU-Net's own U-Net (tiny widths): the row nnU-Net users compare with
 LABELS = {1: "GTVp", 2: "GTVn"}
 
 
@@ -35,11 +36,11 @@ def report_tree(nnunet_dirs):
     run_cli([console_script("teachformer"), "convert", "synthetic", "--dataset-id", REPORT_DATASET_ID, "--cases", 15])
     run_cli([console_script("nnUNetv2_plan_and_preprocess"), "-d", REPORT_DATASET_ID, "-c", CONFIG, "-np", 1])
     env = dict(os.environ, nnUNet_n_proc_DA="0")  # in-process augmentation: ~25 % faster for these tiny runs
-    for trainer in (TEACHER, DISTILLED):
+    for trainer in (TEACHER, DISTILLED, NNUNET):
         run_cli([console_script("nnUNetv2_train"), REPORT_DATASET_ID, CONFIG, 0, "-tr", trainer, "-device", "cpu"],
                 env=env)
     results = nnunet_dirs["nnUNet_results"] / REPORT_DATASET
-    return {name: results / f"{name}__{PLANS}__{CONFIG}" for name in (TEACHER, DISTILLED)}
+    return {name: results / f"{name}__{PLANS}__{CONFIG}" for name in (TEACHER, DISTILLED, NNUNET)}
 
 
 def _summary(folder, fold=0):
@@ -111,6 +112,7 @@ def test_parameters_gflops_and_timing(report, report_tree):
         assert float(rows[name]["seconds_per_case"]) > 0
         assert rows[name]["timing_device"] == "cpu" and rows[name]["timing_fold"] == "0"
         assert rows[name]["tta_mirroring"] == "True"
+    assert rows[NNUNET]["role"] == "nnU-Net baseline"
 
 
 def test_paired_tests_equal_scipy(report, report_tree):
