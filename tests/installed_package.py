@@ -109,7 +109,8 @@ def installed_package(tmp_path_factory) -> InstalledPackage:
 
 
 def archive_names(path: Path) -> list:
-    if path.suffix == ".whl":
+    """Member names of a zip (wheel, nnU-Net model zip) or of a tar.gz (sdist)."""
+    if zipfile.is_zipfile(path):
         return zipfile.ZipFile(path).namelist()
     with tarfile.open(path) as archive:
         return archive.getnames()
