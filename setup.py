@@ -1,8 +1,12 @@
-"""Packaging for nnunet-teachformer.
+"""Packaging for nnunet-teachformer (``pyproject.toml`` holds the build-system table only).
 
-Besides the package itself, the wheel carries ``nnunet_teachformer.pth``: a start-up line that
-adds our trainer folder to ``nnUNet_extTrainer``, so ``nnUNetv2_train -tr <OurTrainer>`` and
-``nnUNetv2_predict`` find our classes with no manual step (see nnunet_teachformer/nnunet_ext).
+Besides the package itself, sdist and wheel carry two start-up files that add our trainer folder to
+``nnUNet_extTrainer``, so ``nnUNetv2_train -tr <OurTrainer>`` and ``nnUNetv2_predict`` find our classes with
+no manual step (see nnunet_teachformer/nnunet_ext): ``nnunet_teachformer.pth`` (an import line, run by every
+Python up to 3.19 unless the .start file below replaces it) and ``nnunet_teachformer.start`` (its PEP 829
+successor, a ``module:callable`` entry point run by Python 3.15+). Both must sit at the root of
+site-packages: ``build_py`` copies them there and reports them as its source files, so ``sdist`` packs them
+too and a wheel built from the sdist (what ``python -m build`` does) has them.
 """
 import os
 import shutil
@@ -11,32 +15,37 @@ from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
-PTH_FILE = "nnunet_teachformer.pth"
+STARTUP_FILES = ("nnunet_teachformer.pth", "nnunet_teachformer.start")
 
 
-class BuildPyWithPth(build_py):
-    """Places the start-up .pth file at the root of site-packages, next to the package."""
+class BuildPyWithStartupFiles(build_py):
+    """Places the start-up files at the root of site-packages, next to the package."""
 
     def run(self):
         super().run()
-        target = os.path.join(self.build_lib, PTH_FILE)
-        self.copy_file(PTH_FILE, target, preserve_mode=False)
+        for name in STARTUP_FILES:
+            self.copy_file(name, os.path.join(self.build_lib, name), preserve_mode=False)
+
+    def get_source_files(self):
+        # sdist packs the source files of the build commands (setuptools' SubCommand protocol)
+        return super().get_source_files() + list(STARTUP_FILES)
 
     def get_outputs(self, include_bytecode=1):
-        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH_FILE)]
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, n) for n in STARTUP_FILES]
 
     def get_output_mapping(self):
         mapping = super().get_output_mapping()
-        mapping[os.path.join(self.build_lib, PTH_FILE)] = PTH_FILE
+        mapping.update({os.path.join(self.build_lib, n): n for n in STARTUP_FILES})
         return mapping
 
 
-class EditableWheelWithPth(editable_wheel):
-    """``pip install -e .`` builds its wheel without build_py's outputs: add the .pth file there too."""
+class EditableWheelWithStartupFiles(editable_wheel):
+    """``pip install -e .`` builds its wheel without build_py's outputs: add the start-up files there too."""
 
     def _run_build_commands(self, dist_name, unpacked_wheel, build_lib, tmp_dir):
         result = super()._run_build_commands(dist_name, unpacked_wheel, build_lib, tmp_dir)
-        shutil.copyfile(PTH_FILE, os.path.join(unpacked_wheel, PTH_FILE))
+        for name in STARTUP_FILES:
+            shutil.copyfile(name, os.path.join(unpacked_wheel, name))
         return result
 
 
@@ -74,8 +83,9 @@ setup(
     extras_require={
         # `teachformer export` (ONNX) and its check with onnxruntime
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
-        "test": ["pytest>=7", "onnx>=1.14", "onnxruntime>=1.16"],
+        # `build`: tests/test_install.py builds sdist and wheel with `python -m build --no-isolation`
+        "test": ["pytest>=7", "onnx>=1.14", "onnxruntime>=1.16", "build>=1"],
     },
     entry_points={"console_scripts": ["teachformer=nnunet_teachformer.cli:main"]},
-    cmdclass={"build_py": BuildPyWithPth, "editable_wheel": EditableWheelWithPth},
+    cmdclass={"build_py": BuildPyWithStartupFiles, "editable_wheel": EditableWheelWithStartupFiles},
 )

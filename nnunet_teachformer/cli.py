@@ -76,13 +76,32 @@ def _demo(a):
 def _export(a):
     from pathlib import Path
 
+    if a.zip:
+        from nnunet_teachformer.export import export_model_zip
+        card = export_model_zip(a.dataset, a.zip, a.fold, trainer=a.trainer, plans=a.plans,
+                                configuration=a.configuration, checkpoint=a.checkpoint, timing=not a.no_timing)
+        folds = " ".join(str(f) for f in card["model"]["folds"])
+        print(f"Wrote {a.zip} (folds {folds}, model card MODEL_CARD.md + model_card.json). The receiver installs it "
+              f"with `nnUNetv2_install_pretrained_model_from_zip {a.zip}` and predicts with nnUNetv2_predict -tr "
+              f"{a.trainer} -p {a.plans} -c {a.configuration} -f {folds}.")
+        return
     from nnunet_teachformer.export import export_student
-    meta = export_student(a.dataset, a.fold, a.output, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
-                          opset=a.opset, checkpoint=a.checkpoint, tolerance=a.tolerance)
+    if not a.fold or len(a.fold) != 1:
+        raise TeachFormerError("ONNX export (-o/--onnx) takes exactly one fold: add e.g. -f 0.")
+    meta = export_student(a.dataset, a.fold[0], a.onnx, trainer=a.trainer, plans=a.plans,
+                          configuration=a.configuration, opset=a.opset, checkpoint=a.checkpoint, tolerance=a.tolerance)
     check = meta["verification"]
-    print(f"Wrote {a.output} (opset {a.opset}, input {meta['input']['shape']}) and its input contract "
-          f"{Path(a.output).with_suffix('.json')}; onnxruntime vs PyTorch: max |logit difference| "
+    print(f"Wrote {a.onnx} (opset {a.opset}, input {meta['input']['shape']}) and its input contract "
+          f"{Path(a.onnx).with_suffix('.json')}; onnxruntime vs PyTorch: max |logit difference| "
           f"{check['max_abs_logit_difference']:.2e} <= {check['tolerance']:g}.")
+
+
+def _env(a):
+    import os
+    import shlex
+
+    from nnunet_teachformer.nnunet_ext import register_ext_trainer_dir
+    print(f"export nnUNet_extTrainer={shlex.quote(register_ext_trainer_dir(dict(os.environ)))}")
 
 
 def _add_common_convert_args(p, default_id):
@@ -187,19 +206,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="one teacher, tiny schedule (4-6 min): a smoke test")
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default=None, help="default: cuda if available")
     p.set_defaults(func=_demo)
-    p = sub.add_parser("export", help="export a trained student to ONNX, checked with onnxruntime, plus its "
-                                      "input contract (.json)")
+
+    p = sub.add_parser("export", help="share a trained model: an nnU-Net model zip with its model card (--zip), or "
+                                      "one fold as ONNX checked with onnxruntime, plus its input contract (-o)")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
-    p.add_argument("-f", "--fold", required=True, help="fold to export (0-4 or all)")
-    p.add_argument("-o", "--output", required=True, help="ONNX file to write, e.g. student.onnx")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--zip", help="model zip to write, for nnUNetv2_install_pretrained_model_from_zip")
+    target.add_argument("-o", "--onnx", help="ONNX file to write, e.g. student.onnx (its .json next to it)")
+    p.add_argument("-f", "--fold", nargs="+", default=None,
+                   help="folds (0-4 or all): one for ONNX; for --zip default every fold with a checkpoint")
     p.add_argument("-tr", "--trainer", default="TeachFormerTrainer")
     p.add_argument("-p", "--plans", default="TeachFormerPlans")
     p.add_argument("-c", "--configuration", default="3d_fullres")
     p.add_argument("--checkpoint", default="checkpoint_final.pth")
+    p.add_argument("--no-timing", action="store_true", help="--zip: leave the CPU time per case out of the card")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; the exporter supports 9-20)")
     p.add_argument("--tolerance", type=float, default=1e-3,
                    help="largest accepted |logit difference| between onnxruntime and PyTorch (default 1e-3)")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("env", help="print the export line that makes nnU-Net find our trainers without the start-up "
+                                   "hook: eval \"$(teachformer env)\"")
+    p.set_defaults(func=_env)
     return parser
 
 

@@ -1,4 +1,13 @@
-"""``teachformer export``: a trained student as an ONNX file, checked against PyTorch, with its input contract.
+"""``teachformer export``: a trained model as an nnU-Net model zip with its model card (``--zip``), or one fold
+of it as an ONNX file checked against PyTorch, with its input contract (``-o``/``--onnx``).
+
+``--zip`` packs the model with nnU-Net's own exporter (``export_pretrained_model``, the code behind
+``nnUNetv2_export_model_to_zip``: every fold's checkpoint, progress.png and validation/summary.json, plans,
+dataset.json, fingerprint) and adds what nnU-Net does not pack: the model card (``model_card``) and each
+fold's ``teachers.json``. ``nnUNetv2_install_pretrained_model_from_zip`` unpacks it into ``$nnUNet_results``,
+card included, and ``nnUNetv2_predict`` runs it with only this package installed: the student's checkpoint
+is a plain nnU-Net checkpoint, and prediction needs neither the teachers nor the training data. The zip is
+written under a temporary name and renamed when complete.
 
 The network is rebuilt exactly as ``nnUNetv2_predict`` rebuilds it: ``nnUNetPredictor`` reads the model
 folder's ``plans.json`` and ``dataset.json``, calls the checkpoint's trainer class's
@@ -15,11 +24,14 @@ exercised) and the export fails if any logit differs from PyTorch's by more than
 channel's normalisation with its numbers, the target spacing, the labels, nnU-Net's sliding-window settings
 and the measured difference.
 """
+import contextlib
+import io
 import json
 import os
 import warnings
+import zipfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -197,3 +209,70 @@ def export_student(dataset, fold: Union[int, str], output: Union[str, os.PathLik
     }
     output.with_suffix(".json").write_text(json.dumps(metadata, indent=2))
     return metadata
+
+
+def _zip_folds(folder: Path, folds: Optional[Sequence], checkpoint: str) -> list:
+    """The requested folds, or every fold folder that has ``checkpoint``, in nnU-Net's fold naming."""
+    if folds:
+        return [f if str(f) == "all" else int(f) for f in folds]
+    found = [p.name[len("fold_"):] for p in folder.glob("fold_*") if (p / checkpoint).is_file()]
+    return sorted((f if f == "all" else int(f) for f in found), key=lambda f: (f == "all", str(f).zfill(3)))
+
+
+def export_model_zip(dataset, output: Union[str, os.PathLike], folds: Optional[Sequence] = None,
+                     trainer: str = "TeachFormerTrainer", plans: str = "TeachFormerPlans",
+                     configuration: str = "3d_fullres", checkpoint: str = "checkpoint_final.pth",
+                     timing: bool = True) -> dict:
+    """Writes the model card into the model folder and ``output`` (.zip): nnU-Net's export plus card and teacher
+    records. ``folds``: default every fold with ``checkpoint``. Returns the card."""
+    from nnunetv2.model_sharing.model_export import export_pretrained_model
+    from nnunetv2.paths import nnUNet_raw
+
+    from nnunet_teachformer.evaluation.results import find_trainer_class
+    from nnunet_teachformer.model_card import build_model_card, write_model_card
+    from nnunet_teachformer.planners.plan import resolve_dataset
+    from nnunet_teachformer.trainers.teachformer import TEACHERS_FILE
+
+    _, dataset_name = resolve_dataset(dataset, need_raw=False)
+    folder = model_folder(dataset_name, trainer, plans, configuration)
+    train = f"nnUNetv2_train {dataset_name} {configuration} <fold> -p {plans} -tr {trainer}"
+    folds = _zip_folds(folder, folds, checkpoint)
+    if not folds:
+        raise TeachFormerError(f"{folder} has no fold with {checkpoint}, so there is no trained model to export; "
+                               f"train it first ({train}), or pick the model with -tr/-p/-c.")
+    required = [folder / name for name in ("plans.json", "dataset.json", "dataset_fingerprint.json")]
+    for fold in folds:
+        required += [folder / f"fold_{fold}" / name for name in (checkpoint, "progress.png",
+                                                                  os.path.join("validation", "summary.json"))]
+    missing = [str(p) for p in required if not p.is_file()]
+    if missing:
+        raise TeachFormerError(
+            f"Cannot export {folder.name}: {', '.join(missing)} missing (nnU-Net's export packs them). Finish the "
+            f"fold's training ({train}; add --val if only validation/summary.json is missing), "
+            f"or leave the fold out with -f.")
+    trainer_class = find_trainer_class(trainer)
+    if trainer_class is None:
+        raise TeachFormerError(f"nnU-Net cannot find the trainer class {trainer} (nnUNet_extTrainer="
+                               f"{os.environ.get('nnUNet_extTrainer', '')}); run `eval \"$(teachformer env)\"`.")
+
+    raw_folder = Path(nnUNet_raw.get(), dataset_name) if nnUNet_raw.is_set() else None
+    card = build_model_card(folder, trainer_class, configuration, folds, checkpoint, raw_folder, timing)
+    card_paths = write_model_card(folder, card)
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    results_root = folder.parent.parent
+    extra = card_paths + [p for fold in folds if (p := folder / f"fold_{fold}" / TEACHERS_FILE).is_file()]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # it narrates every fold
+            export_pretrained_model(dataset_name, str(partial), configurations=(configuration,), trainer=trainer,
+                                    plans_identifier=plans, folds=tuple(folds), strict=True,
+                                    save_checkpoints=(checkpoint,))
+        with zipfile.ZipFile(partial, "a", zipfile.ZIP_DEFLATED) as archive:
+            for path in extra:
+                archive.write(path, path.relative_to(results_root).as_posix())
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+    return card

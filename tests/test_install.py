@@ -1,11 +1,18 @@
-"""nnU-Net finds our trainers with no manual step, in a fresh interpreter, for both kinds of install."""
+"""nnU-Net finds our trainers with no manual step, in a fresh interpreter, for both kinds of install: this
+environment's editable install, and the wheel built from the sdist by `python -m build` and installed into a
+fresh virtual environment (installed_package.py says how it is made cheaply); and without any start-up hook,
+from the PEP 829 entry point alone or from the line `teachformer env` prints. The installed wheel's tiny
+prediction is in test_sharing.py (a shared model predicted in that environment)."""
 import os
+import shlex
 import subprocess
 import sys
-import zipfile
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import pytest
+
+from installed_package import REPO, archive_names, installed_package
+
+STARTUP_FILES = ("nnunet_teachformer.pth", "nnunet_teachformer.start")
 LOOKUP = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f; "
           "print('MODULE=' + f('{name}').__module__)")
 
@@ -44,21 +51,69 @@ def test_unknown_trainer_is_reported_by_name():
     assert "NoSuchTrainer" in result.stderr
 
 
-def test_wheel_ships_the_startup_file_and_it_works_from_site_packages(tmp_path):
-    """`pip install .` (a wheel) gets the .pth too: install the wheel into a folder, process it as a site dir."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "wheel"), str(REPO)], check=True, capture_output=True, timeout=600)
-    wheel = next((tmp_path / "wheel").glob("nnunet_teachformer-*.whl"))
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "nnunet_teachformer.pth" in names
-    assert "nnunet_teachformer/nnunet_ext/nnunet_teachformer_trainers.py" in names
-    site = tmp_path / "site"
-    zipfile.ZipFile(wheel).extractall(site)
-    # -S: no site-packages of this environment (whose editable install would answer instead)
-    code = "import site, os; site.addsitedir({site!r}); print('EXT=' + os.environ['nnUNet_extTrainer'])".format(
-        site=str(site))
-    result = subprocess.run([sys.executable, "-S", "-c", code], env={k: v for k, v in os.environ.items()
-                                                               if k != "nnUNet_extTrainer"},
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    return installed_package(tmp_path_factory)
+
+
+def test_sdist_and_the_wheel_built_from_it_carry_the_startup_files(package):
+    root = package.sdist.name[:-len(".tar.gz")]
+    sdist = archive_names(package.sdist)
+    assert {f"{root}/{name}" for name in STARTUP_FILES + ("pyproject.toml", "setup.py")} <= set(sdist)
+    wheel = archive_names(package.wheel)
+    assert set(STARTUP_FILES) <= set(wheel)  # at the root: they land in site-packages itself
+    assert "nnunet_teachformer/nnunet_ext/nnunet_teachformer_trainers.py" in wheel
+    for name in STARTUP_FILES:  # as installed by pip from the wheel
+        assert (package.site_packages / name).read_text() == (REPO / name).read_text()
+
+
+def test_installed_wheel_registers_our_trainers_in_a_fresh_environment(package):
+    code = ("import os, inspect; print('EXT=' + os.environ['nnUNet_extTrainer']); " + LOOKUP.format(
+        name="TeachFormerTrainer") + "; print('FILE=' + inspect.getfile(f('TeachFormerTrainer')))")
+    result = package.run([package.python, "-c", code])
+    values = dict(line.split("=", 1) for line in result.stdout.splitlines() if line.startswith(("EXT=", "MODULE=",
+                                                                                                "FILE=")))
+    assert values["EXT"] == str(package.site_packages / "nnunet_teachformer" / "nnunet_ext")
+    assert values["MODULE"] == "nnunet_teachformer.trainers.teachformer"
+    assert values["FILE"].startswith(str(package.site_packages / "nnunet_teachformer"))
+
+
+def _without_site(package, code, **env):
+    """``python -S``: no site-packages processing, so neither .pth nor .start files run; the fresh environment's
+    packages are appended to sys.path by hand (after the standard library, as site.py would)."""
+    paths = [str(package.site_packages), str(package.host_packages)]
+    return package.run([package.python, "-S", "-c", f"import sys; sys.path.extend({paths!r})\n" + code], check=False,
+                       **env)
+
+
+def test_without_a_startup_hook_nnunet_does_not_find_our_trainers(package):
+    result = _without_site(package, LOOKUP.format(name="TeachFormerTrainer"))
+    assert result.returncode != 0 and "Could not find requested nnunet trainer TeachFormerTrainer" in result.stderr
+
+
+def test_pep829_start_file_entry_point_alone_registers_our_trainers(package):
+    """What Python 3.15's site.py does with a ``<name>.start`` file: every line that is not blank or a comment is
+    a ``pkg.mod:callable`` entry point, resolved with pkgutil.resolve_name and called without arguments."""
+    start_files = sorted(package.site_packages.glob("*.start"))
+    assert [p.name for p in start_files] == ["nnunet_teachformer.start"]
+    code = ("import pkgutil\n"
+            f"for line in open({str(start_files[0])!r}, encoding='utf-8-sig'):\n"
+            "    line = line.strip()\n"
+            "    if line and not line.startswith('#'):\n"
+            "        assert ':' in line, line\n"
+            "        pkgutil.resolve_name(line)()\n" + LOOKUP.format(name="TeachFormerTrainer").replace("; ", "\n"))
+    result = _without_site(package, code)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == f"EXT={site / 'nnunet_teachformer' / 'nnunet_ext'}"
+    assert "MODULE=nnunet_teachformer.trainers.teachformer" in result.stdout
+
+
+def test_teachformer_env_prints_the_export_line_that_needs_no_startup_hook(package, tmp_path):
+    printed = package.run([package.venv / "bin" / "teachformer", "env"], nnUNet_extTrainer=tmp_path).stdout.strip()
+    words = shlex.split(printed)
+    assert words[0] == "export" and words[1].startswith("nnUNet_extTrainer=")
+    value = words[1].split("=", 1)[1]
+    ours = str(package.site_packages / "nnunet_teachformer" / "nnunet_ext")
+    assert value.split(os.pathsep) == [str(tmp_path), ours]  # the user's folder kept, ours appended
+    result = _without_site(package, LOOKUP.format(name="UNETRTrainer"), nnUNet_extTrainer=value)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MODULE=nnunet_teachformer.trainers." in result.stdout

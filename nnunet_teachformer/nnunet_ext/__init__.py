@@ -3,8 +3,14 @@
 nnU-Net 2.8 looks up trainers it does not ship in the folders listed in ``nnUNet_extTrainer``
 (importing every module there). This folder holds one shim module that re-exports our trainers,
 so the classes nnU-Net finds keep their canonical module ``nnunet_teachformer.trainers...`` and
-checkpoints pickle and load as usual. Importing this package (done by ``nnunet_teachformer.pth`` at
-interpreter start-up) appends this folder to ``nnUNet_extTrainer``, keeping the user's own folders.
+checkpoints pickle and load as usual.
+
+``register_ext_trainer_dir`` appends this folder to ``nnUNet_extTrainer``, keeping the user's own folders;
+importing this package calls it once. At interpreter start-up, ``nnunet_teachformer.start`` names it as a
+PEP 829 entry point (Python 3.15+, where that file also switches off the import line of the .pth file of the
+same name) and ``nnunet_teachformer.pth`` imports this package on older interpreters. Where neither runs
+(``python -S``, an embedded interpreter, a Python that no longer runs .pth import lines),
+``teachformer env`` prints the ``export nnUNet_extTrainer=...`` line to use instead.
 """
 import os
 
