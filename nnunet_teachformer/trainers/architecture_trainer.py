@@ -32,6 +32,7 @@ from nnunet_teachformer.distillation.losses import SegmentationLoss
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.spec import NetworkSpec
 from nnunet_teachformer.networks.taps import unwrap_network
+from nnunet_teachformer.planners.freshness import check_preprocessed_is_current
 
 
 class _EarlyStop(Exception):
@@ -78,6 +79,8 @@ class ArchitectureTrainer(nnUNetTrainer):
         if problem:
             raise TeachFormerError(f"{cls.__name__} cannot train configuration '{configuration}' of plans "
                                    f"'{plans_manager.plans_name}': {problem}")
+        check_preprocessed_is_current(plans_manager.dataset_name,
+                                      plans_manager.get_configuration(configuration).data_identifier, configuration)
         if plans_manager.get_label_manager(dataset_json).has_regions:
             raise TeachFormerError(
                 f"{cls.__name__}: dataset.json defines region-based labels (overlapping label groups). "
