@@ -145,7 +145,8 @@ def check_prediction_input(folder: Path, dataset_json: dict) -> List[str]:
     channels, an unreadable or truncated image, channels on different grids) and when there is no case at all.
     Every image is read once here: a truncated file otherwise fails inside nnU-Net's workers, mid-prediction."""
     import numpy as np
-    import SimpleITK as sitk
+
+    from nnunet_teachformer.conversion.validation import read_image
 
     ending, channels = dataset_json["file_ending"], dataset_json["channel_names"]
     expected = {f"{i:04d}" for i in range(len(channels))}
@@ -166,14 +167,12 @@ def check_prediction_input(folder: Path, dataset_json: dict) -> List[str]:
             problems.append(f"case {case} has channel(s) {', '.join('_' + c for c in sorted(files))} but the model "
                             f"needs {len(channels)} ({', '.join('_' + c for c in sorted(expected))})")
             continue
-        if ending not in SITK_ENDINGS:
+        if ending not in SITK_ENDINGS:  # nnU-Net's other readers (numpy, tif, png) are left to nnU-Net
             continue
         grids = {}
         for channel, path in sorted(files.items()):
-            try:
-                image = sitk.ReadImage(str(path))
-            except RuntimeError:
-                problems.append(f"{path.name} is not a readable image (truncated or another format?)")
+            image = read_image(path, "image", problems)
+            if image is None:
                 continue
             grids[path.name] = (image.GetSize(), np.round(image.GetSpacing(), 3).tolist(),
                                 np.round(image.GetOrigin(), 2).tolist(), np.round(image.GetDirection(), 3).tolist())

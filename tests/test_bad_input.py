@@ -12,6 +12,7 @@ initialised, not trained) in a private nnUNet_results: every row is refused befo
 ``test_valid_input_predicts_every_case`` shows the checks let the phantom's own held-out cases through.
 Destructive rows use copies of the phantom (ids 980-987); dataset 990 is never changed.
 """
+import gzip
 import json
 import os
 import shutil
@@ -188,9 +189,16 @@ ROWS = [
     Row("plan: unknown id", ["plan", "-d", 974], ["Unknown dataset id 974", "teachformer convert synthetic"]),
     Row("plan: a word as id", ["plan", "-d", "nine"], ["-d 'nine'", "Dataset990_TeachFormerPhantom"]),
     Row("plan: no GPU memory", ["plan", "-d", DATASET_ID, "--gpu-memory", 0], ["--gpu-memory 0", "in GB"]),
-    Row("plan: unreadable raw image", ["plan", "-d", 982, "-np", 1],
-        ["PHANTOM_003: unreadable image", "PHANTOM_003_0001.nii.gz", "run the same teachformer plan command"],
+    Row("plan: truncated raw image", ["plan", "-d", 982, "-np", 1],
+        ["PHANTOM_003: damaged file", "PHANTOM_003_0001.nii.gz", "ends before", "run the same teachformer plan"],
         _phantom_variant(982, lambda raw: _truncate(raw / "imagesTr" / "PHANTOM_003_0001.nii.gz"))),
+    Row("plan: raw image not gzip", ["plan", "-d", 988, "-np", 1],
+        ["PHANTOM_001: damaged file", "PHANTOM_001_0000.nii.gz", "not valid gzip", "Fix or remove"],
+        _phantom_variant(988, lambda raw: (raw / "imagesTr" / "PHANTOM_001_0000.nii.gz").write_text("CT"))),
+    Row("plan: unreadable raw image", ["plan", "-d", 989, "-np", 1],
+        ["PHANTOM_001: unreadable image", "PHANTOM_001_0000.nii.gz", "Fix or remove"],
+        _phantom_variant(989, lambda raw: (raw / "imagesTr" / "PHANTOM_001_0000.nii.gz").write_bytes(
+            gzip.compress(b"not an image")))),
     Row("plan: label value not in dataset.json", ["plan", "-d", 983, "-np", 1],
         ["PHANTOM_002: label has unknown values 7", "labelsTr/PHANTOM_002.nii.gz", "Fix or remove these cases"],
         _phantom_variant(983, lambda raw: _relabel(raw / "labelsTr" / "PHANTOM_002.nii.gz", 7))),
@@ -222,7 +230,7 @@ ROWS = [
         ["P_0000.nii is not a .nii.gz file", "CASE_0000.nii.gz"],
         _input({"P_0000.nii": "PHANTOM_010_0000.nii.gz", "P_0001.nii": "PHANTOM_010_0001.nii.gz"}), PRIVATE),
     Row("predict: truncated image", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
-        ["P_0001.nii.gz is not a readable image", "Rename or remove"], _truncated_input, PRIVATE),
+        ["damaged image", "P_0001.nii.gz", "ends before", "Rename or remove"], _truncated_input, PRIVATE),
     Row("predict: channels on different grids", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
         ["case P has channels on different voxel grids", "P_0001.nii.gz", "resample"], _shifted_pet, PRIVATE),
     Row("predict: input folder missing", [*PREDICT, "-i", "{tmp}/nothing", "-o", "{tmp}/out"],
@@ -247,7 +255,7 @@ ROWS = [
     # export
     Row("export: fold 7", [*EXPORT, "-f", 7, "-o", "{tmp}/s.onnx"],
         ["fold(s) [7] do not exist", "Trained folds of", ": 0."], None, PRIVATE),
-    Row("export: fold not a number", [*EXPORT, "-f", "zero", "-o", "{tmp}/s.onnx"], ["-f zero", "0-4 or all"],
+    Row("export: fold not a number", [*EXPORT, "-f", "zero", "-o", "{tmp}/s.onnx"], ["-f zero", "fold number (0-4) or all"],
         None, PRIVATE),
     Row("export: corrupt checkpoint", [*EXPORT, "-f", 0, "-o", "{tmp}/s.onnx"],
         ["cannot load the checkpoint", "fold_0/checkpoint_final.pth", "teachformer train -d 990 -f 0"], None,

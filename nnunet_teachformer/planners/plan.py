@@ -188,16 +188,26 @@ def _case_problems(raw: str) -> List[str]:
 
 
 def verify_raw_dataset(raw: str, num_processes: int = 2) -> None:
-    """nnU-Net's integrity check; its failure becomes one TeachFormerError naming each bad case and file."""
+    """Every compressed file decompresses completely, then nnU-Net's integrity check; a failure becomes one
+    TeachFormerError naming each bad case and file."""
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
-    try:
-        verify_dataset_integrity(raw, num_processes)
-    except (AssertionError, RuntimeError, OSError, ValueError, KeyError) as e:
-        problems = _case_problems(raw)
+
+    from nnunet_teachformer.conversion.validation import gzip_problem
+    cases = get_filenames_of_train_images_and_targets(raw, load_json(join(raw, "dataset.json")))
+    problems = [f"{case}: damaged file ({path}): {damage}"  # nnU-Net would read a truncated one as zeros
+                for case, files in sorted(cases.items()) for path in [*files["images"], files["label"]]
+                if os.path.isfile(path) and (damage := gzip_problem(path))]
+    error = None
+    if not problems:
+        try:
+            verify_dataset_integrity(raw, num_processes)
+        except (AssertionError, RuntimeError, OSError, ValueError, KeyError) as e:
+            problems, error = _case_problems(raw), e
+    if problems or error:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        detail = shown or " ".join(str(e).split())[:500]
+        detail = shown or " ".join(str(error).split())[:500]
         raise TeachFormerError(
-            f"nnU-Net's integrity check of the raw dataset {raw} failed: {detail}. Nothing was planned. Fix or "
+            f"The integrity check of the raw dataset {raw} failed: {detail}. Nothing was planned. Fix or "
             f"remove these cases (or re-convert the dataset, e.g. with --skip-bad), then run the same teachformer "
             f"plan command again.") from None
 
@@ -223,6 +233,7 @@ def plan_dataset(dataset: Union[int, str], configuration: str = "3d_fullres", gp
         verify_raw_dataset(raw, num_processes)
         extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=False,
                                     clean=True, verbose=False, show_progress_bar=progress)
+    if fingerprint_changes is None or fingerprint_changes or freshness.FINGERPRINT not in freshness.load_record(base):
         freshness.save_record(base, freshness.FINGERPRINT, signatures)
     plans_file = join(base, PLANS_IDENTIFIER + ".json")
     previous_plans = load_json(plans_file) if isfile(plans_file) else None
@@ -265,7 +276,7 @@ def plan_dataset(dataset: Union[int, str], configuration: str = "3d_fullres", gp
         "data_identifier": config.data_identifier,
         "data_reused_from": record.get("data_reused_from"),
         "preprocessed_now": preprocess_now,
-        "raw_changes": fingerprint_changes or data_changes or [],
+        "raw_changes": data_changes or fingerprint_changes or [],
         "stale_data_folders": _stale_data_folders(base, signatures, raw, keep=config.data_identifier)
         if fingerprint_changes else [],
         "gpu_memory_gb": plans["teachformer"]["gpu_memory_target_in_gb"],
