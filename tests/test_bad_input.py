@@ -178,7 +178,8 @@ ROWS = [
     # convert
     Row("convert: dataset id taken", ["convert", "synthetic", "--dataset-id", DATASET_ID],
         ["Dataset990_TeachFormerPhantom already exists", "--overwrite", "another --dataset-id"]),
-    Row("convert: too few cases", ["convert", "synthetic", "--dataset-id", 984, "--cases", 3], ["--cases 3", "at least 5"]),
+    Row("convert: too few cases", ["convert", "synthetic", "--dataset-id", 984, "--cases", 3],
+        ["--cases 3", "at least 5"]),
     Row("convert: id above 999", ["convert", "synthetic", "--dataset-id", 1000], ["1000", "outside 1..999"]),
     Row("convert: hecktor21 source missing", ["convert", "hecktor21", "{tmp}/hecktor", "--dataset-id", 985],
         ["hecktor"]),
@@ -255,7 +256,8 @@ ROWS = [
     # export
     Row("export: fold 7", [*EXPORT, "-f", 7, "-o", "{tmp}/s.onnx"],
         ["fold(s) [7] do not exist", "Trained folds of", ": 0."], None, PRIVATE),
-    Row("export: fold not a number", [*EXPORT, "-f", "zero", "-o", "{tmp}/s.onnx"], ["-f zero", "fold number (0-4) or all"],
+    Row("export: fold not a number", [*EXPORT, "-f", "zero", "-o", "{tmp}/s.onnx"],
+        ["-f zero", "fold number (0-4) or all"],
         None, PRIVATE),
     Row("export: corrupt checkpoint", [*EXPORT, "-f", 0, "-o", "{tmp}/s.onnx"],
         ["cannot load the checkpoint", "fold_0/checkpoint_final.pth", "teachformer train -d 990 -f 0"], None,
@@ -344,27 +346,34 @@ def test_valid_input_predicts_every_case_and_keeps_the_users_files(world, tmp_pa
     assert prediction.GetSize() == sitk.ReadImage(str(tmp_path / "in" / "P_0000.nii.gz")).GetSize()
 
 
-def test_plan_redoes_what_a_reconversion_changed(world):
-    """The issue's sequence: plan, convert again with another seed and --overwrite, plan again."""
+def test_plan_redoes_what_a_reconversion_changed(world, capfd):
+    """The issue's sequence (through cli.main): plan, convert again with another seed and --overwrite, plan again."""
+    from nnunet_teachformer.cli import main
+
+    def teachformer(*args):
+        capfd.readouterr()
+        assert main([str(a) for a in args]) == 0
+        return capfd.readouterr().out
+
     dataset_id, name = 981, "Dataset981_TeachFormerPhantom"
     _copy_phantom(world.dirs, dataset_id, preprocessed=True)
-    teachformer = console_script("teachformer")
-    converted = run_cli([teachformer, "convert", "synthetic", "--dataset-id", dataset_id, "--cases", 5, "--size", 32,
-                         "--seed", 7, "--overwrite"]).stdout
+    converted = teachformer("convert", "synthetic", "--dataset-id", dataset_id, "--cases", 5, "--size", 32,
+                            "--seed", 7, "--overwrite")
     assert f"Replaced {world.dirs['nnUNet_raw'] / name}" in converted
     assert "may be stale" in converted and f"teachformer plan -d {dataset_id}" in converted
 
-    planned = run_cli([teachformer, "plan", "-d", dataset_id, "-np", 1]).stdout
+    planned = teachformer("plan", "-d", dataset_id, "-np", 1)
     assert "raw data       changed since the last planning: PHANTOM_000 changed" in planned
     assert "preprocessed now" in planned
     assert "warning: nnUNetPlans_3d_fullres was made from the old raw data" in planned
     base = Path(world.dirs["nnUNet_preprocessed"], name)
     for case in ("PHANTOM_000", "PHANTOM_004"):
-        raw = sitk.GetArrayFromImage(sitk.ReadImage(str(world.dirs["nnUNet_raw"] / name / "labelsTr" / f"{case}.nii.gz")))
+        raw_label = world.dirs["nnUNet_raw"] / name / "labelsTr" / f"{case}.nii.gz"
+        raw = sitk.GetArrayFromImage(sitk.ReadImage(str(raw_label)))
         kept = sitk.GetArrayFromImage(sitk.ReadImage(str(base / "gt_segmentations" / f"{case}.nii.gz")))
         assert np.array_equal(raw, kept)
     assert "PHANTOM_009" not in json.loads((base / "raw_signature.json").read_text())["artifacts"][
         "TeachFormerPlans_3d_fullres"]["cases"]
-    again = run_cli([teachformer, "plan", "-d", dataset_id, "-np", 1]).stdout
+    again = teachformer("plan", "-d", dataset_id, "-np", 1)
     assert "already preprocessed" in again and "raw data" not in again
-    run_cli([teachformer, "train", "-d", dataset_id, "-f", 0, "--preset", "tiny", "--dry-run"])
+    teachformer("train", "-d", dataset_id, "-f", 0, "--preset", "tiny", "--dry-run")
