@@ -219,10 +219,6 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[i
     if not os.environ.get("nnUNet_results"):
         raise TeachFormerError("nnUNet_results is not set: it must point at the folder that holds the trained models, "
                                "e.g. export nnUNet_results=/data/nnUNet_results.")
-    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
-    if device in available and not available[device]():
-        raise TeachFormerError(f"--device {device}: no {device.upper()} device is visible to PyTorch "
-                               f"{torch.__version__} here. Pass --device cpu (slower), or run on a machine with one.")
     model = Path(os.environ["nnUNet_results"], dataset_name, f"{trainer}__{plans}__{configuration}")
     missing = [f for f in folds if not (model / f"fold_{f}" / checkpoint).is_file()]
     if missing:
@@ -250,6 +246,10 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[i
     if output.resolve() == input_path.resolve():
         raise TeachFormerError(f"output folder {output} is the input folder; give another folder, so that the "
                                f"segmentations do not mix with the images.")
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if device in available and not available[device]():
+        raise TeachFormerError(f"--device {device}: no {device.upper()} device is visible to PyTorch "
+                               f"{torch.__version__} here. Pass --device cpu (slower), or run on a machine with one.")
     command = ["nnUNetv2_predict", "-i", str(input_folder), "-o", str(output_folder), "-d", str(dataset_id),
                "-c", configuration, "-p", plans, "-tr", trainer, "-f", *map(str, folds), "-chk", checkpoint,
                "-device", device]
