@@ -173,12 +173,28 @@ def export_student(dataset, fold: Union[int, str], output: Union[str, os.PathLik
     """
     from nnunet_teachformer.planners.plan import resolve_dataset
 
+    from nnunet_teachformer.study import check_checkpoint, check_folds, trained_folds
+
     ort = _require_onnx()
+    if not (str(fold) == "all" or str(fold).isdigit()):
+        raise TeachFormerError(f"-f {fold}: give a fold number (0-4) or all.")
     fold = fold if str(fold) == "all" else int(fold)
     _, dataset_name = resolve_dataset(dataset, need_raw=False)
     folder = model_folder(dataset_name, trainer, plans, configuration)
+    trained = trained_folds(folder, checkpoint)
+    if fold != "all" and str(fold) not in trained:
+        try:
+            check_folds(dataset_name, [fold])
+        except TeachFormerError as e:
+            raise TeachFormerError(f"-f {fold}: {e} Trained folds of {folder.name}: "
+                                   f"{', '.join(trained) or 'none'}.") from None
     fix = (f"train it with `teachformer train -d {dataset} -f {fold}` (or `nnUNetv2_train {dataset} {configuration} "
            f"{fold} -p {plans} -tr {trainer}`), or pick the model with -tr/-p/-c/-f")
+    if Path(output).is_dir():
+        raise TeachFormerError(f"-o {output} is a folder; give the ONNX file to write, e.g. "
+                               f"{Path(output) / 'student.onnx'}.")
+    if (folder / f"fold_{fold}" / checkpoint).is_file():
+        check_checkpoint(folder / f"fold_{fold}" / checkpoint, fix.replace("train it", "retrain it", 1))
     predictor, network = load_for_export(folder, fold, checkpoint, fix)
 
     output = Path(output)

@@ -3,7 +3,8 @@
 Every converter writes into a hidden temporary folder beside the target and moves it into place only
 when the whole dataset, ``dataset.json`` included, is written: an interrupted conversion never leaves
 a half dataset that nnU-Net would accept. An existing dataset with the same id is never replaced
-unless the caller asks for it (``overwrite=True``).
+unless the caller asks for it (``overwrite=True``); replacing one says what was made from the old data
+(preprocessed data, trained models), which is stale from then on.
 """
 import os
 import re
@@ -68,3 +69,21 @@ def atomic_dataset_folder(raw_root: Path, dataset_id: int, name: str, overwrite:
     tmp.rename(target)
     for trash in replaced:
         shutil.rmtree(trash)
+    if existing:
+        print(invalidation_note(dataset_id, existing))
+
+
+def invalidation_note(dataset_id: int, replaced) -> str:
+    """What a replaced dataset invalidates: its preprocessed data and the models trained on it."""
+    prefix = f"Dataset{int(dataset_id):03d}_"
+    note = f"Replaced {', '.join(str(p) for p in replaced)}."
+    for variable, what, fix in (
+            ("nnUNet_preprocessed", "The preprocessed data in", f"run `teachformer plan -d {dataset_id}` (it redoes "
+                                                                 f"what changed; for nnU-Net's own plans also "
+                                                                 f"`nnUNetv2_plan_and_preprocess -d {dataset_id}`)"),
+            ("nnUNet_results", "The models in", "retrain them (`teachformer train`) after planning")):
+        root = os.environ.get(variable)
+        stale = sorted(p for p in Path(root).glob(prefix + "*") if p.is_dir()) if root and Path(root).is_dir() else []
+        if stale:
+            note += f" {what} {', '.join(map(str, stale))} came from the replaced data and may be stale: {fix}."
+    return note

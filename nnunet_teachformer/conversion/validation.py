@@ -6,7 +6,9 @@ reasons, and stops unless the user asked to skip the bad cases. After writing it
 written and skipped, output spacing and shape statistics. Sizes and spacings are reported in (z, y, x)
 order, like nnU-Net's plans.
 """
+import gzip
 import itertools
+import zlib
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -18,10 +20,30 @@ from nnunet_teachformer.errors import TeachFormerError
 Problems = Dict[str, List[str]]  # case id -> reasons, in the order the cases were checked
 
 
+def gzip_problem(path) -> Optional[str]:
+    """Why the .gz file ``path`` cannot be decompressed completely, or None. A truncated file (an interrupted
+    download or copy) matters most: ITK's NIfTI reader reads it without complaint, the missing voxels as zeros."""
+    if not str(path).endswith(".gz"):
+        return None
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+    except EOFError:
+        return "the file ends before its compressed data does (an interrupted download or copy?)"
+    except (gzip.BadGzipFile, zlib.error) as e:
+        return f"it is not valid gzip data although it ends in .gz ({e})"
+    return None
+
+
 def read_image(path: Path, what: str, problems: List[str]) -> Optional[sitk.Image]:
-    """The image at ``path``, or None with 'missing/unreadable <what> (path)' added to ``problems``."""
+    """The image at ``path``, or None with 'missing/damaged/unreadable <what> (path)' added to ``problems``."""
     if not path.is_file():
         problems.append(f"missing {what} ({path})")
+        return None
+    damage = gzip_problem(path)
+    if damage:
+        problems.append(f"damaged {what} ({path}): {damage}")
         return None
     try:
         return sitk.ReadImage(str(path))

@@ -8,8 +8,13 @@ plans point at another plans' complete data folder (see the planner's reuse rule
 ``TeachFormerPlans`` run preprocessed this configuration identically (re-planning with another
 ``--gpu-memory`` changes patch and batch, not the data).
 
-``check_preprocessed`` is the guard for the steps that follow (training): it names what is missing and
-the command that makes it.
+The fingerprint and the data folder are tied to the raw data they came from (``freshness``): after a
+re-conversion ``plan`` re-does the fingerprint, the plans and the whole configuration's preprocessing, and
+lists other data folders that are now stale. The raw dataset is checked with nnU-Net's integrity check
+whenever the fingerprint is (re-)extracted; a problem is reported with its case and file.
+
+``check_preprocessed`` is the guard for the steps that follow (training): it names what is missing or stale
+and the command that makes it.
 """
 import os
 import re
@@ -24,6 +29,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.planners import freshness
 from nnunet_teachformer.planners.planner import PLANS_IDENTIFIER, TeachFormerPlanner, same_preprocessing
 
 GIB = 2 ** 30
@@ -33,6 +39,10 @@ def dataset_id_of(dataset: Union[int, str]) -> int:
     """990, "990" or "Dataset990_Name" -> 990."""
     if isinstance(dataset, int):
         return dataset
+    if str(dataset).strip().isdigit() and not 1 <= int(dataset) <= 999:
+        raise TeachFormerError(f"-d {dataset}: dataset ids are 1..999, because nnU-Net names each dataset "
+                               f"DatasetXXX_Name with a three-digit id. Give the id the dataset was converted with "
+                               f"(`ls $nnUNet_raw` lists them).")
     match = re.fullmatch(r"\s*(?:Dataset)?(\d{1,3})(?:_\S*)?\s*", str(dataset))
     if not match:
         raise TeachFormerError(f"-d {dataset!r}: give a dataset id (e.g. 990) or a dataset folder name "
@@ -132,7 +142,80 @@ def check_preprocessed(dataset: Union[int, str], plans_identifier: str = PLANS_I
     if missing:
         raise TeachFormerError(f"Preprocessed data of {name} for {plans_identifier} {configuration} is incomplete "
                                f"({folder}: {len(missing)} case(s) missing, e.g. {missing[0]}). Run `{fix}`.")
+    freshness.check_preprocessed_is_current(name, data_identifier, configuration)
     return folder
+
+
+def _checked_dataset_json(raw: str) -> dict:
+    """The raw dataset.json, or TeachFormerError when it is not JSON or lacks a key nnU-Net needs."""
+    path = join(raw, "dataset.json")
+    try:
+        dataset_json = load_json(path)
+    except ValueError as e:
+        raise TeachFormerError(f"{path} is not valid JSON ({e}). Fix it or re-convert the dataset.") from None
+    missing = [k for k in ("channel_names", "labels", "numTraining", "file_ending") if k not in dataset_json]
+    if missing:
+        raise TeachFormerError(f"{path} lacks {', '.join(missing)}, which nnU-Net needs (see nnU-Net's "
+                               f"dataset_format.md). Add them or re-convert the dataset.")
+    return dataset_json
+
+
+def _case_problems(raw: str) -> List[str]:
+    """'CASE: reason (file)' for each training case nnU-Net could not use: a missing or unreadable file, a label
+    value outside dataset.json, a wrong number of channels, images and label of different sizes."""
+    from pathlib import Path
+
+    from nnunet_teachformer.conversion.validation import label_values_problem, read_image
+    dataset_json = load_json(join(raw, "dataset.json"))
+    allowed = sorted({int(v) for v in dataset_json["labels"].values() if isinstance(v, int)} |
+                     {int(x) for v in dataset_json["labels"].values() if isinstance(v, (list, tuple)) for x in v})
+    problems = []
+    for case, files in sorted(get_filenames_of_train_images_and_targets(raw, dataset_json).items()):
+        reasons = []
+        if len(files["images"]) != len(dataset_json["channel_names"]):
+            reasons.append(f"{len(files['images'])} image file(s) for {len(dataset_json['channel_names'])} channels "
+                           f"in dataset.json (expected {case}_0000{dataset_json['file_ending']} ...)")
+        images = [read_image(Path(f), "image", reasons) for f in files["images"]]
+        label = read_image(Path(files["label"]), "label", reasons)
+        if label is not None:
+            reasons += [f"{r} ({files['label']})" for r in label_values_problem("label", label, allowed)]
+            sizes = {tuple(i.GetSize()) for i in images if i is not None}
+            if sizes and sizes != {tuple(label.GetSize())}:
+                reasons.append(f"images of size {sorted(sizes)} but label of size {label.GetSize()} "
+                               f"({files['label']})")
+        problems += [f"{case}: {r}" for r in reasons]
+    return problems
+
+
+def verify_raw_dataset(raw: str, num_processes: int = 2) -> None:
+    """Every compressed file decompresses completely, then nnU-Net's integrity check; a failure becomes one
+    TeachFormerError naming each bad case and file."""
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    from nnunet_teachformer.conversion.validation import gzip_problem
+    cases = get_filenames_of_train_images_and_targets(raw, load_json(join(raw, "dataset.json")))
+    problems = [f"{case}: damaged file ({path}): {damage}"  # nnU-Net would read a truncated one as zeros
+                for case, files in sorted(cases.items()) for path in [*files["images"], files["label"]]
+                if os.path.isfile(path) and (damage := gzip_problem(path))]
+    error = None
+    if not problems:
+        try:
+            verify_dataset_integrity(raw, num_processes)
+        except (AssertionError, RuntimeError, OSError, ValueError, KeyError) as e:
+            problems, error = _case_problems(raw), e
+    if problems or error:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        detail = shown or " ".join(str(error).split())[:500]
+        raise TeachFormerError(
+            f"The integrity check of the raw dataset {raw} failed: {detail}. Nothing was planned. Fix or "
+            f"remove these cases (or re-convert the dataset, e.g. with --skip-bad), then run the same teachformer "
+            f"plan command again.") from None
+
+
+def _stale_data_folders(base: str, signatures: dict, raw: str, keep: str) -> List[str]:
+    """Data folders (other plans or configurations) made from raw data that has changed since."""
+    folders = [d for d in subdirs(base, join=False) if d not in ("gt_segmentations", keep)]
+    return [d for d in folders if freshness.stale_changes(base, d, signatures, raw)]
 
 
 def plan_dataset(dataset: Union[int, str], configuration: str = "3d_fullres", gpu_memory_gb: Optional[float] = None,
@@ -142,10 +225,16 @@ def plan_dataset(dataset: Union[int, str], configuration: str = "3d_fullres", gp
     dataset_id, name = resolve_dataset(dataset)
     if gpu_memory_gb is not None and gpu_memory_gb <= 0:
         raise TeachFormerError(f"--gpu-memory {gpu_memory_gb}: give the GPU memory in GB, e.g. 8, 24 or 80.")
-    base = join(nnUNet_preprocessed, name)
-    if not isfile(join(base, "dataset_fingerprint.json")):
-        extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=True,
+    base, raw = join(nnUNet_preprocessed, name), join(nnUNet_raw, name)
+    _checked_dataset_json(raw)
+    signatures = freshness.raw_case_signatures(raw)
+    fingerprint_changes = freshness.stale_changes(base, freshness.FINGERPRINT, signatures, raw)
+    if fingerprint_changes is None or fingerprint_changes:
+        verify_raw_dataset(raw, num_processes)
+        extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=False,
                                     clean=True, verbose=False, show_progress_bar=progress)
+    if fingerprint_changes is None or fingerprint_changes or freshness.FINGERPRINT not in freshness.load_record(base):
+        freshness.save_record(base, freshness.FINGERPRINT, signatures)
     plans_file = join(base, PLANS_IDENTIFIER + ".json")
     previous_plans = load_json(plans_file) if isfile(plans_file) else None
 
@@ -164,10 +253,15 @@ def plan_dataset(dataset: Union[int, str], configuration: str = "3d_fullres", gp
     record = plans["teachformer"]["configurations"].get(configuration, {})
     on_disk = (record.get("data_reused_from") is not None or
                (previous_plans is not None and same_preprocessing(plans, previous_plans, configuration)))
-    preprocess_now = not (on_disk and not missing_preprocessed_cases(name, config.data_identifier))
+    data_changes = freshness.stale_changes(base, config.data_identifier, signatures, raw)
+    preprocess_now = not (on_disk and not data_changes and not missing_preprocessed_cases(name, config.data_identifier))
     if preprocess_now:
+        freshness.save_record(base, config.data_identifier, None)  # unknown until preprocessing has finished
         preprocess_dataset(dataset_id, PLANS_IDENTIFIER, [configuration], [num_processes], verbose=False,
                            show_progress_bar=progress)
+        freshness.save_record(base, config.data_identifier, signatures, configuration=configuration)
+    elif config.data_identifier not in freshness.load_record(base):
+        freshness.save_record(base, config.data_identifier, signatures, configuration=configuration)
     return {
         "dataset": name,
         "dataset_id": dataset_id,
@@ -182,6 +276,9 @@ def plan_dataset(dataset: Union[int, str], configuration: str = "3d_fullres", gp
         "data_identifier": config.data_identifier,
         "data_reused_from": record.get("data_reused_from"),
         "preprocessed_now": preprocess_now,
+        "raw_changes": data_changes or fingerprint_changes or [],
+        "stale_data_folders": _stale_data_folders(base, signatures, raw, keep=config.data_identifier)
+        if fingerprint_changes else [],
         "gpu_memory_gb": plans["teachformer"]["gpu_memory_target_in_gb"],
         **{k: record[k] for k in ("nnunet_patch_size", "teachers", "heaviest_teacher", "batch_size_by_memory",
                                   "batch_size_cap_5_percent", "fits_gpu_memory") if k in record},
@@ -212,6 +309,13 @@ def format_summary(summary: dict) -> str:
                          f"smallest patch; give the real GPU memory with --gpu-memory, or expect out-of-memory.")
     reused = f" (reused from {summary['data_reused_from']}, no second copy)" if summary["data_reused_from"] else ""
     done = "preprocessed now" if summary["preprocessed_now"] else "already preprocessed"
+    if summary["raw_changes"]:
+        lines.append(f"  raw data       changed since the last planning: "
+                     f"{freshness.summarize_changes(summary['raw_changes'])}; fingerprint and data redone")
+    for folder in summary["stale_data_folders"]:
+        lines.append(f"  warning: {folder} was made from the old raw data and is stale; redo it with its planner "
+                     f"(e.g. `nnUNetv2_plan_and_preprocess -d {summary['dataset_id']}` for nnUNetPlans) before "
+                     f"training on it")
     lines += [f"  data           {summary['data_identifier']}{reused}, {done}",
               f"  plans          {summary['plans_file']}",
               f"Train with e.g.: nnUNetv2_train {summary['dataset_id']} {summary['configuration']} 0 "

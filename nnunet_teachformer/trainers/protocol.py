@@ -6,6 +6,8 @@ trained and selected under one protocol:
 
 * schedule as class attributes (``epochs``, ``iterations_per_epoch``, ``val_iterations_per_epoch``), so
   variants are two-line subclasses;
+* no training on stale data: preprocessed data whose raw cases changed since ``teachformer plan`` recorded
+  them is refused before anything is written (``planners.freshness``);
 * model selection without the fold's validation cases: with early stopping (``early_stopping_patience``,
   the paper's 40 epochs) an inner hold-out drawn from the fold's *training* cases (seeded by the fold,
   ``inner_holdout_fraction`` of them, at least ``inner_holdout_min_cases``) gives the EMA pseudo-Dice that
@@ -24,9 +26,11 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.taps import unwrap_network
+from nnunet_teachformer.planners.freshness import check_preprocessed_is_current
 from nnunet_teachformer.provenance import input_fingerprint, write_record
 
 
@@ -44,6 +48,10 @@ class StudyProtocol:
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        plans_manager = PlansManager(plans)
+        if configuration in plans_manager.available_configurations:  # nnU-Net itself reports unknown ones
+            check_preprocessed_is_current(plans_manager.dataset_name,
+                                          plans_manager.get_configuration(configuration).data_identifier, configuration)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = self.epochs
         self.num_iterations_per_epoch = self.iterations_per_epoch

@@ -1,0 +1,379 @@
+"""Bad input across `convert`, `plan`, `train`, `predict`, `export` and `report`, as a user in a hurry gives it.
+
+One table: each row prepares a bad input, runs the command and expects exit status 2 (non-zero for nnU-Net's own
+commands), one paragraph containing the named file or case and the fix, no traceback, and the nnU-Net folders and
+the row's own folder unchanged (paths, sizes, modification times: nothing the user had is touched, nothing
+half-written is left). `teachformer` rows run in this process through ``cli.main``, the console script's entry
+point (an exception escaping it fails the row, as a traceback would); rows naming another console script
+(nnUNetv2_train) run it as a subprocess.
+
+Predict and export use a model fabricated in nnU-Net's checkpoint format (HDenseFormerLightTrainer_tiny,
+initialised, not trained) in a private nnUNet_results: every row is refused before its weights matter, and
+``test_valid_input_predicts_every_case`` shows the checks let the phantom's own held-out cases through.
+Destructive rows use copies of the phantom (ids 980-987); dataset 990 is never changed.
+"""
+import gzip
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Dict, Optional, Sequence
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import CONFIG, DATASET_ID, DATASET_NAME, TEACHFORMER_PLANS, console_script, run_cli
+
+TRAINER = "HDenseFormerLightTrainer_tiny"
+PHANTOM_RAW_NAME = DATASET_NAME  # Dataset990_TeachFormerPhantom
+STALE_ID = 980
+
+
+def _copy_phantom(dirs, dataset_id: int, preprocessed: bool = False) -> Path:
+    """Dataset990's raw data (and, with ``preprocessed``, its preprocessed folder) as Dataset<id>_TeachFormerPhantom."""
+    name = f"Dataset{dataset_id}_TeachFormerPhantom"
+    raw = Path(dirs["nnUNet_raw"], name)
+    shutil.copytree(Path(dirs["nnUNet_raw"], PHANTOM_RAW_NAME), raw)
+    if preprocessed:
+        target = Path(dirs["nnUNet_preprocessed"], name)
+        shutil.copytree(Path(dirs["nnUNet_preprocessed"], PHANTOM_RAW_NAME), target)
+        for plans_file in target.glob("*Plans.json"):
+            plans = json.loads(plans_file.read_text())
+            plans["dataset_name"] = name
+            plans_file.write_text(json.dumps(plans))
+    return raw
+
+
+def _fabricate_model(results: Path, phantom_preprocessed: Path) -> Path:
+    """HDenseFormerLightTrainer_tiny fold 0 on TeachFormerPlans as nnUNetv2_train would leave it, with initial
+    (untrained) weights: plans.json, dataset.json, fold_0/checkpoint_final.pth."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_teachformer.trainers.architectures import HDenseFormerLightTrainer_tiny
+    model = results / DATASET_NAME / f"{TRAINER}__{TEACHFORMER_PLANS}__{CONFIG}"
+    (model / "fold_0").mkdir(parents=True)
+    plans = json.loads((phantom_preprocessed / f"{TEACHFORMER_PLANS}.json").read_text())
+    dataset_json = json.loads((phantom_preprocessed / "dataset.json").read_text())
+    (model / "plans.json").write_text(json.dumps(plans))
+    (model / "dataset.json").write_text(json.dumps(dataset_json))
+    manager = PlansManager(plans)
+    torch.manual_seed(0)
+    network = HDenseFormerLightTrainer_tiny.build_network_architecture(
+        manager, manager.get_configuration(CONFIG), len(dataset_json["channel_names"]),
+        manager.get_label_manager(dataset_json).num_segmentation_heads, enable_deep_supervision=False)
+    torch.save({"network_weights": network.state_dict(), "trainer_name": TRAINER,
+                "init_args": {"plans": plans, "configuration": CONFIG, "fold": 0, "dataset_json": dataset_json},
+                "inference_allowed_mirroring_axes": (0, 1, 2)}, model / "fold_0" / "checkpoint_final.pth")
+    return model
+
+
+@pytest.fixture(scope="module")
+def world(phantom, nnunet_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad_input")
+    results = root / "results"
+    model = _fabricate_model(results, Path(nnunet_dirs["nnUNet_preprocessed"], DATASET_NAME))
+    corrupt = root / "corrupt_results"
+    shutil.copytree(results, corrupt)
+    checkpoint = corrupt / model.relative_to(results) / "fold_0" / "checkpoint_final.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:4096])  # an interrupted copy
+
+    # stale preprocessed data: dataset 990 planned, then its raw data replaced by another conversion
+    _copy_phantom(nnunet_dirs, STALE_ID, preprocessed=True)
+    run_cli([console_script("teachformer"), "convert", "synthetic", "--dataset-id", STALE_ID, "--cases", 5,
+             "--size", 32, "--seed", 7, "--overwrite"])
+    return SimpleNamespace(dirs=nnunet_dirs, root=root, results=results, model=model, corrupt=corrupt,
+                           images=phantom / "imagesTs")
+
+
+# setups: (world, row folder) -> substitutions for the command ------------------------------------------------
+
+def _phantom_variant(dataset_id, damage):
+    def setup(w, tmp):
+        raw = _copy_phantom(w.dirs, dataset_id)
+        damage(raw)
+        return {}
+    return setup
+
+
+def _truncate(path: Path, keep: int = 200):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _relabel(path: Path, value: int):
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image)
+    array[array == 2] = value
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(path), useCompression=True)
+
+
+def _input(files: Dict[str, str]):
+    """An input folder named ``in`` holding held-out phantom files under new names (name -> phantom file name)."""
+    def setup(w, tmp):
+        folder = tmp / "in"
+        folder.mkdir()
+        for name, source in files.items():
+            shutil.copy(w.images / source, folder / name)
+        return {}
+    return setup
+
+
+def _shifted_pet(w, tmp):
+    _input({"P_0000.nii.gz": "PHANTOM_010_0000.nii.gz", "P_0001.nii.gz": "PHANTOM_010_0001.nii.gz"})(w, tmp)
+    pet = sitk.ReadImage(str(tmp / "in" / "P_0001.nii.gz"))
+    pet.SetSpacing((2.0, 2.0, 2.0))
+    sitk.WriteImage(pet, str(tmp / "in" / "P_0001.nii.gz"))
+    return {}
+
+
+def _truncated_input(w, tmp):
+    _input({"P_0000.nii.gz": "PHANTOM_010_0000.nii.gz", "P_0001.nii.gz": "PHANTOM_010_0001.nii.gz"})(w, tmp)
+    _truncate(tmp / "in" / "P_0001.nii.gz", keep=2000)
+    return {}
+
+
+def _user_output_folder(w, tmp):
+    (tmp / "in").mkdir()
+    (tmp / "out").mkdir()
+    (tmp / "out" / "notes.txt").write_text("mine")
+    return {}
+
+
+def _file_at(name):
+    def setup(w, tmp):
+        _input({"P_0000.nii.gz": "PHANTOM_010_0000.nii.gz", "P_0001.nii.gz": "PHANTOM_010_0001.nii.gz"})(w, tmp)
+        (tmp / name).write_text("not a folder")
+        return {}
+    return setup
+
+
+def _folder(name):
+    def setup(w, tmp):
+        (tmp / name).mkdir()
+        return {}
+    return setup
+
+
+@dataclass
+class Row:
+    name: str
+    args: Sequence
+    expect: Sequence[str]
+    setup: Optional[Callable] = None
+    env: Dict[str, Optional[str]] = field(default_factory=dict)  # "{results}" etc. are substituted; None unsets
+
+
+PHANTOM_INPUT = {"P_0000.nii.gz": "PHANTOM_010_0000.nii.gz", "P_0001.nii.gz": "PHANTOM_010_0001.nii.gz"}
+PREDICT = ["predict", "-d", DATASET_ID, "-f", 0, "-tr", TRAINER, "--device", "cpu", "--disable-tta"]
+EXPORT = ["export", "-d", DATASET_ID, "-tr", TRAINER]
+PRIVATE = {"nnUNet_results": "{results}"}
+CORRUPT = {"nnUNet_results": "{corrupt}"}
+
+ROWS = [
+    # convert
+    Row("convert: dataset id taken", ["convert", "synthetic", "--dataset-id", DATASET_ID],
+        ["Dataset990_TeachFormerPhantom already exists", "--overwrite", "another --dataset-id"]),
+    Row("convert: too few cases", ["convert", "synthetic", "--dataset-id", 984, "--cases", 3],
+        ["--cases 3", "at least 5"]),
+    Row("convert: id above 999", ["convert", "synthetic", "--dataset-id", 1000], ["1000", "outside 1..999"]),
+    Row("convert: hecktor21 source missing", ["convert", "hecktor21", "{tmp}/hecktor", "--dataset-id", 985],
+        ["hecktor"]),
+    Row("convert: picai22 folders missing", ["convert", "picai22", "{tmp}/images", "{tmp}/labels", "--dataset-id", 985],
+        ["images"]),
+    # plan
+    Row("plan: five-digit id", ["plan", "-d", 12345], ["-d 12345", "1..999", "three-digit"]),
+    Row("plan: unknown id", ["plan", "-d", 974], ["Unknown dataset id 974", "teachformer convert synthetic"]),
+    Row("plan: a word as id", ["plan", "-d", "nine"], ["-d 'nine'", "Dataset990_TeachFormerPhantom"]),
+    Row("plan: no GPU memory", ["plan", "-d", DATASET_ID, "--gpu-memory", 0], ["--gpu-memory 0", "in GB"]),
+    Row("plan: truncated raw image", ["plan", "-d", 982, "-np", 1],
+        ["PHANTOM_003: damaged file", "PHANTOM_003_0001.nii.gz", "ends before", "run the same teachformer plan"],
+        _phantom_variant(982, lambda raw: _truncate(raw / "imagesTr" / "PHANTOM_003_0001.nii.gz"))),
+    Row("plan: raw image not gzip", ["plan", "-d", 988, "-np", 1],
+        ["PHANTOM_001: damaged file", "PHANTOM_001_0000.nii.gz", "not valid gzip", "Fix or remove"],
+        _phantom_variant(988, lambda raw: (raw / "imagesTr" / "PHANTOM_001_0000.nii.gz").write_text("CT"))),
+    Row("plan: unreadable raw image", ["plan", "-d", 989, "-np", 1],
+        ["PHANTOM_001: unreadable image", "PHANTOM_001_0000.nii.gz", "Fix or remove"],
+        _phantom_variant(989, lambda raw: (raw / "imagesTr" / "PHANTOM_001_0000.nii.gz").write_bytes(
+            gzip.compress(b"not an image")))),
+    Row("plan: label value not in dataset.json", ["plan", "-d", 983, "-np", 1],
+        ["PHANTOM_002: label has unknown values 7", "labelsTr/PHANTOM_002.nii.gz", "Fix or remove these cases"],
+        _phantom_variant(983, lambda raw: _relabel(raw / "labelsTr" / "PHANTOM_002.nii.gz", 7))),
+    Row("plan: label file missing", ["plan", "-d", 986, "-np", 1], ["PHANTOM_004", "labelsTr", "Fix or remove"],
+        _phantom_variant(986, lambda raw: (raw / "labelsTr" / "PHANTOM_004.nii.gz").unlink())),
+    Row("plan: dataset.json not JSON", ["plan", "-d", 987], ["dataset.json is not valid JSON", "re-convert"],
+        _phantom_variant(987, lambda raw: (raw / "dataset.json").write_text('{"labels": '))),
+    # train
+    Row("train: stale preprocessed data", ["train", "-d", STALE_ID, "-f", 0, "--preset", "tiny", "--dry-run"],
+        ["is stale", "PHANTOM_000 changed", f"teachformer plan -d {STALE_ID} -c 3d_fullres"]),
+    Row("nnUNetv2_train: stale preprocessed data",
+        ["nnUNetv2_train", STALE_ID, CONFIG, 0, "-p", TEACHFORMER_PLANS, "-tr", TRAINER, "-device", "cpu"],
+        ["is stale", "PHANTOM_000 changed", f"teachformer plan -d {STALE_ID} -c 3d_fullres"], env=PRIVATE),
+    Row("train: fold 7", ["train", "-d", DATASET_ID, "-f", 7, "--dry-run"], ["fold(s) [7] do not exist", "0..4"]),
+    Row("train: plans never made", ["train", "-d", DATASET_ID, "-p", "NoSuchPlans", "--dry-run"],
+        ["NoSuchPlans.json is missing", "nnUNetv2_plan_and_preprocess -d 990"]),
+    # predict
+    Row("predict: empty input folder", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
+        ["holds no case", "CASE_0000.nii.gz (CT)", "CASE_0001.nii.gz (PET)"], _folder("in"), PRIVATE),
+    Row("predict: output folder with the user's files", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
+        ["holds no case"], _user_output_folder, PRIVATE),
+    Row("predict: one channel of two", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
+        ["case P has channel(s) _0000", "needs 2", "Rename or remove"],
+        _input({"P_0000.nii.gz": "PHANTOM_010_0000.nii.gz"}), PRIVATE),
+    Row("predict: no _0000 suffix", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
+        ["ct.nii.gz has no _XXXX channel suffix", "pet.nii.gz", "CASE_0000.nii.gz (CT)"],
+        _input({"ct.nii.gz": "PHANTOM_010_0000.nii.gz", "pet.nii.gz": "PHANTOM_010_0001.nii.gz"}), PRIVATE),
+    Row("predict: .nii instead of .nii.gz", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
+        ["P_0000.nii is not a .nii.gz file", "CASE_0000.nii.gz"],
+        _input({"P_0000.nii": "PHANTOM_010_0000.nii.gz", "P_0001.nii": "PHANTOM_010_0001.nii.gz"}), PRIVATE),
+    Row("predict: truncated image", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
+        ["damaged image", "P_0001.nii.gz", "ends before", "Rename or remove"], _truncated_input, PRIVATE),
+    Row("predict: channels on different grids", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
+        ["case P has channels on different voxel grids", "P_0001.nii.gz", "resample"], _shifted_pet, PRIVATE),
+    Row("predict: input folder missing", [*PREDICT, "-i", "{tmp}/nothing", "-o", "{tmp}/out"],
+        ["nothing does not exist", "CASE_0000.nii.gz"], None, PRIVATE),
+    Row("predict: output is a file", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"], ["out is a file"],
+        _file_at("out"), PRIVATE),
+    Row("predict: output is the input", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/in"], ["is the input folder"],
+        _input(PHANTOM_INPUT), PRIVATE),
+    Row("predict: corrupt checkpoint", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
+        ["cannot load the checkpoint", "fold_0/checkpoint_final.pth", "teachformer train -d 990 -f 0"],
+        _input(PHANTOM_INPUT), CORRUPT),
+    Row("predict: fold 7", [*PREDICT[:4], 7, *PREDICT[5:], "-i", "{tmp}/in", "-o", "{tmp}/out"],
+        ["fold(s) [7] do not exist", "0..4"], _input(PHANTOM_INPUT), PRIVATE),
+    Row("predict: untrained fold", [*PREDICT[:4], 1, *PREDICT[5:], "-i", "{tmp}/in", "-o", "{tmp}/out"],
+        ["fold_1/checkpoint_final.pth", "Trained folds of this model: 0", "teachformer train -d 990 -f 1"],
+        _input(PHANTOM_INPUT), PRIVATE),
+    Row("predict: nnUNet_results unset", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
+        ["nnUNet_results is not set", "export nnUNet_results="], _input(PHANTOM_INPUT), {"nnUNet_results": None}),
+    Row("predict: default --device cuda without a GPU",
+        ["predict", "-d", DATASET_ID, "-f", 0, "-tr", TRAINER, "-i", "{tmp}/in", "-o", "{tmp}/out"],
+        ["--device cuda", "--device cpu"], _input(PHANTOM_INPUT), PRIVATE),
+    # export
+    Row("export: fold 7", [*EXPORT, "-f", 7, "-o", "{tmp}/s.onnx"],
+        ["fold(s) [7] do not exist", "Trained folds of", ": 0."], None, PRIVATE),
+    Row("export: fold not a number", [*EXPORT, "-f", "zero", "-o", "{tmp}/s.onnx"],
+        ["-f zero", "fold number (0-4) or all"],
+        None, PRIVATE),
+    Row("export: corrupt checkpoint", [*EXPORT, "-f", 0, "-o", "{tmp}/s.onnx"],
+        ["cannot load the checkpoint", "fold_0/checkpoint_final.pth", "teachformer train -d 990 -f 0"], None,
+        CORRUPT),
+    Row("export: output is a folder", [*EXPORT, "-f", 0, "-o", "{tmp}/models"], ["is a folder", "student.onnx"],
+        _folder("models"), PRIVATE),
+    Row("export: model never trained", ["export", "-d", DATASET_ID, "-f", 0, "-o", "{tmp}/s.onnx"],
+        ["TeachFormerTrainer__TeachFormerPlans__3d_fullres", "teachformer train -d 990 -f 0"], None, PRIVATE),
+    # report
+    Row("report: unknown id", ["report", "-d", 974], ["Unknown dataset id 974"]),
+    Row("report: nothing trained", ["report", "-d", DATASET_ID, "-o", "{tmp}/report"], ["teachformer train"], None,
+        {"nnUNet_results": "{tmp}/results"}),
+]
+
+
+def _snapshot(*roots: Path) -> dict:
+    """{path: (size, mtime_ns)} of every file and (None, None) of every folder under ``roots``."""
+    state = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            state[dirpath] = (None, None)
+            for name in filenames:
+                stat = os.stat(os.path.join(dirpath, name))
+                state[os.path.join(dirpath, name)] = (stat.st_size, stat.st_mtime_ns)
+    return state
+
+
+def _run(args, capfd):
+    """Exit status and output of `teachformer args` (in this process) or of another console script."""
+    if args[0] != "teachformer":
+        result = run_cli([console_script(args[0]), *args[1:]], env=os.environ.copy(), check=False)
+        return result.returncode, result.stdout + result.stderr
+    from nnunet_teachformer.cli import main
+    capfd.readouterr()
+    try:
+        code = main(args[1:])
+    except SystemExit as e:  # argparse
+        code = e.code
+    out, err = capfd.readouterr()
+    return code, out + err
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_bad_input_is_refused_in_one_paragraph(row, world, tmp_path, capfd, monkeypatch):
+    if "cuda" in row.name and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    subs = {"tmp": tmp_path, "results": world.results, "corrupt": world.corrupt}
+    if row.setup:
+        row.setup(world, tmp_path)
+    for key, value in row.env.items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value.format(**subs))
+    args = [str(a).format(**subs) for a in row.args]
+    args = args if args[0].startswith("nnUNetv2") else ["teachformer", *args]
+    watched = [Path(p) for p in world.dirs.values()] + [world.root, tmp_path]
+    before = _snapshot(*watched)
+
+    code, output = _run(args, capfd)
+
+    assert code not in (0, None), f"{row.name}: exit status {code}\n{output[-3000:]}"
+    if args[0] == "teachformer":
+        assert code == 2, f"{row.name}: exit status {code}\n{output[-3000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    marker = "teachformer: error: " if args[0] == "teachformer" else "nnunet-teachformer error: "
+    assert marker in output, f"{row.name}: no error message:\n{output[-3000:]}"
+    paragraph = output[output.rfind(marker):].strip()
+    assert paragraph and "\n\n" not in paragraph, f"{row.name}: not one paragraph:\n{output[-3000:]}"
+    for fragment in row.expect:
+        assert fragment in paragraph, f"{row.name}: {fragment!r} not in:\n{paragraph}"
+    after = _snapshot(*watched)
+    changed = sorted(set(before) ^ set(after)) + sorted(p for p in before if p in after and before[p] != after[p])
+    assert not changed, f"{row.name}: the command changed {changed[:10]}"
+
+
+def test_valid_input_predicts_every_case_and_keeps_the_users_files(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_results", str(world.results))
+    _input(PHANTOM_INPUT)(world, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    run_cli([console_script("teachformer"), *map(str, PREDICT), "-i", tmp_path / "in", "-o", out])
+    assert (out / "P.nii.gz").is_file() and (out / "notes.txt").read_text() == "mine"
+    prediction = sitk.ReadImage(str(out / "P.nii.gz"))
+    assert prediction.GetSize() == sitk.ReadImage(str(tmp_path / "in" / "P_0000.nii.gz")).GetSize()
+
+
+def test_plan_redoes_what_a_reconversion_changed(world, capfd):
+    """The issue's sequence (through cli.main): plan, convert again with another seed and --overwrite, plan again."""
+    from nnunet_teachformer.cli import main
+
+    def teachformer(*args):
+        capfd.readouterr()
+        assert main([str(a) for a in args]) == 0
+        return capfd.readouterr().out
+
+    dataset_id, name = 981, "Dataset981_TeachFormerPhantom"
+    _copy_phantom(world.dirs, dataset_id, preprocessed=True)
+    converted = teachformer("convert", "synthetic", "--dataset-id", dataset_id, "--cases", 5, "--size", 32,
+                            "--seed", 7, "--overwrite")
+    assert f"Replaced {world.dirs['nnUNet_raw'] / name}" in converted
+    assert "may be stale" in converted and f"teachformer plan -d {dataset_id}" in converted
+
+    planned = teachformer("plan", "-d", dataset_id, "-np", 1)
+    assert "raw data       changed since the last planning: PHANTOM_000 changed" in planned
+    assert "preprocessed now" in planned
+    assert "warning: nnUNetPlans_3d_fullres was made from the old raw data" in planned
+    base = Path(world.dirs["nnUNet_preprocessed"], name)
+    for case in ("PHANTOM_000", "PHANTOM_004"):
+        raw_label = world.dirs["nnUNet_raw"] / name / "labelsTr" / f"{case}.nii.gz"
+        raw = sitk.GetArrayFromImage(sitk.ReadImage(str(raw_label)))
+        kept = sitk.GetArrayFromImage(sitk.ReadImage(str(base / "gt_segmentations" / f"{case}.nii.gz")))
+        assert np.array_equal(raw, kept)
+    assert "PHANTOM_009" not in json.loads((base / "raw_signature.json").read_text())["artifacts"][
+        "TeachFormerPlans_3d_fullres"]["cases"]
+    again = teachformer("plan", "-d", dataset_id, "-np", 1)
+    assert "already preprocessed" in again and "raw data" not in again
+    teachformer("train", "-d", dataset_id, "-f", 0, "--preset", "tiny", "--dry-run")
