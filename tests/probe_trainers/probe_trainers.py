@@ -31,8 +31,9 @@ class SeededSelectionProbeTrainer(HDenseFormerLightTrainer_tiny):
     val_iterations_per_epoch = 2
     early_stopping_patience = 1
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):  # nnU-Net records these arguments by name
         random.seed(0)
         np.random.seed(0)
         torch.manual_seed(0)
-        super().__init__(*args, **kwargs)
+        super().__init__(plans, configuration, fold, dataset_json, device)
