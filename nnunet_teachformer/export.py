@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.nnunet_paths import model_folder, train_command
 
 DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-3
@@ -61,14 +62,6 @@ def _require_onnx():
         raise TeachFormerError(f"ONNX export needs the packages onnx and onnxruntime ({e}). Install them with "
                                f"`pip install onnx onnxruntime`.") from None
     return onnxruntime
-
-
-def model_folder(dataset_name: str, trainer: str, plans: str, configuration: str) -> Path:
-    from nnunetv2.paths import nnUNet_results
-    if not nnUNet_results.is_set():
-        raise TeachFormerError("nnUNet_results is not set: it must point at the folder that holds the trained "
-                               "models, e.g. export nnUNet_results=/data/nnUNet_results.")
-    return Path(nnUNet_results.get(), dataset_name, f"{trainer}__{plans}__{configuration}")
 
 
 def load_for_export(folder: Path, fold: Union[int, str], checkpoint: str = "checkpoint_final.pth",
@@ -188,8 +181,9 @@ def export_student(dataset, fold: Union[int, str], output: Union[str, os.PathLik
         except TeachFormerError as e:
             raise TeachFormerError(f"-f {fold}: {e} Trained folds of {folder.name}: "
                                    f"{', '.join(trained) or 'none'}.") from None
-    fix = (f"train it with `teachformer train -d {dataset} -f {fold}` (or `nnUNetv2_train {dataset} {configuration} "
-           f"{fold} -p {plans} -tr {trainer}`), or pick the model with -tr/-p/-c/-f")
+    fix = (f"train it with `teachformer train -d {dataset} -f {fold}` (or "
+           f"`{' '.join(train_command(dataset, configuration, fold, plans, trainer))}`), or pick the model with "
+           f"-tr/-p/-c/-f")
     if Path(output).is_dir():
         raise TeachFormerError(f"-o {output} is a folder; give the ONNX file to write, e.g. "
                                f"{Path(output) / 'student.onnx'}.")
@@ -251,7 +245,7 @@ def export_model_zip(dataset, output: Union[str, os.PathLike], folds: Optional[S
 
     _, dataset_name = resolve_dataset(dataset, need_raw=False)
     folder = model_folder(dataset_name, trainer, plans, configuration)
-    train = f"nnUNetv2_train {dataset_name} {configuration} <fold> -p {plans} -tr {trainer}"
+    train = " ".join(train_command(dataset_name, configuration, "<fold>", plans, trainer))
     folds = _zip_folds(folder, folds, checkpoint)
     if not folds:
         raise TeachFormerError(f"{folder} has no fold with {checkpoint}, so there is no trained model to export; "

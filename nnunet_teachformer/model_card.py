@@ -26,6 +26,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from nnunet_teachformer.nnunet_paths import dataset_id, model_identifier
+
 MODEL_CARD_MD = "MODEL_CARD.md"
 MODEL_CARD_JSON = "model_card.json"
 CARD_FILES = (MODEL_CARD_MD, MODEL_CARD_JSON)
@@ -153,7 +155,7 @@ def build_model_card(folder, trainer_class: type, configuration: str, folds: Seq
         channels.append(channel)
     labels = {name: value for name, value in dataset_json["labels"].items()}
     foreground = [name for name, value in labels.items() if value != 0]
-    dataset_id = plans["dataset_name"][len("Dataset"):len("Dataset") + 3]
+    dataset = dataset_id(plans["dataset_name"])
     fold_args = " ".join(str(f) for f in folds)
     return {
         "card_format": 1,
@@ -186,7 +188,7 @@ def build_model_card(folder, trainer_class: type, configuration: str, folds: Seq
         "usage": [
             "nnUNetv2_install_pretrained_model_from_zip <this zip>   # into $nnUNet_results",
             f"pip install nnunet-teachformer                          # makes nnU-Net find {trainer_class.__name__}",
-            f"nnUNetv2_predict -i <images> -o <output> -d {int(dataset_id)} -c {configuration} -p {plans['plans_name']} "
+            f"nnUNetv2_predict -i <images> -o <output> -d {dataset} -c {configuration} -p {plans['plans_name']} "
             f"-tr {trainer_class.__name__} -f {fold_args}",
         ],
     }
@@ -207,7 +209,7 @@ def render_markdown(card: dict) -> str:
              f"**{card['not_for_clinical_use']}**", "",
              "## Intended use", "", card["intended_use"], "",
              "## Model", "",
-             f"- nnU-Net model `{model['trainer']}__{model['plans']}__{model['configuration']}`, folds {folds} "
+             f"- nnU-Net model `{model_identifier(model['trainer'], model['plans'], model['configuration'])}`, folds {folds} "
              f"(`{model['checkpoint']}`), network {model['network'] or 'see the trainer'}",
              "- exported with " + ", ".join(f"{k} {v}" for k, v in model["exported_with"].items()),
              f"- parameters: {card['complexity']['parameters']:,}; GFLOPs per patch "

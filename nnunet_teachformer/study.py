@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from nnunet_teachformer.errors import TeachFormerError
 
 from nnunet_teachformer import roster
+from nnunet_teachformer.nnunet_paths import model_folder, train_command
 
 
 @dataclass
@@ -81,14 +82,12 @@ def plan_study(dataset_id, folds: Sequence[int], teachers: Sequence[str], studen
         models.append(("baseline", roster.NNUNET_BASELINE + suffix, {}))
     models += [("baseline", roster.STUDENTS[student][0] + suffix, {}),
                ("distilled", *distilled_trainer(student, teachers, suffix))]
-    results = Path(os.environ.get("nnUNet_results", ""), dataset_name)
     runs = []
     for fold in folds:
         for role, trainer, env in models:
-            folder = results / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
-            command = ["nnUNetv2_train", str(dataset_id), configuration, str(fold), "-p", plans,
-                       "-tr", trainer, "-device", device]
-            runs.append(ModelRun(role, trainer, fold, command, folder, env))
+            runs.append(ModelRun(role, trainer, fold, train_command(dataset_id, configuration, fold, plans, trainer,
+                                                                    "-device", device),
+                                 model_folder(dataset_name, trainer, plans, configuration, fold), env))
     return runs
 
 
@@ -212,10 +211,7 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[i
 
     from nnunet_teachformer.planners.plan import resolve_dataset
     dataset_id, dataset_name = resolve_dataset(dataset_id, need_raw=False)
-    if not os.environ.get("nnUNet_results"):
-        raise TeachFormerError("nnUNet_results is not set: it must point at the folder that holds the trained models, "
-                               "e.g. export nnUNet_results=/data/nnUNet_results.")
-    model = Path(os.environ["nnUNet_results"], dataset_name, f"{trainer}__{plans}__{configuration}")
+    model = model_folder(dataset_name, trainer, plans, configuration)
     missing = [f for f in folds if not (model / f"fold_{f}" / checkpoint).is_file()]
     if missing:
         paths = ", ".join(str(model / f"fold_{f}" / checkpoint) for f in missing)

@@ -28,6 +28,7 @@ from nnunet_teachformer.distillation.attention import attention_map
 from nnunet_teachformer.distillation.losses import combine_teacher_probabilities
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.taps import capture_taps, distillation_taps_of
+from nnunet_teachformer.nnunet_paths import model_folder, train_command
 from nnunet_teachformer.provenance import read_record, seen_cases
 
 TEACHERS_ENV = "TEACHFORMER_TEACHERS"
@@ -76,14 +77,11 @@ class StudentRun:
         return self.plans["plans_name"]
 
     def teacher_checkpoint(self, ref: TeacherRef) -> Path:
-        from nnunetv2.utilities.file_path_utilities import get_output_folder
-        return Path(get_output_folder(self.dataset_name, ref.trainer, self.plans_name, self.configuration,
-                                      self.fold), ref.checkpoint)
+        return model_folder(self.dataset_name, ref.trainer, self.plans_name, self.configuration, self.fold) / \
+            ref.checkpoint
 
     def train_command(self, trainer: str) -> str:
-        from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
-        return (f"nnUNetv2_train {convert_dataset_name_to_id(self.dataset_name)} {self.configuration} {self.fold} "
-                f"-p {self.plans_name} -tr {trainer}")
+        return " ".join(train_command(self.dataset_name, self.configuration, self.fold, self.plans_name, trainer))
 
 
 @dataclass

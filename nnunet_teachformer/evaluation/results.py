@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.evaluation.metrics import CaseValues, dice_per_case, evaluated_labels
+from nnunet_teachformer.nnunet_paths import dataset_id, model_identifier, train_command
 
 ROLE_TEACHER = "teacher"
 ROLE_STUDENT = "student (no distillation)"
@@ -43,7 +44,7 @@ class DatasetFolders:
 
     @property
     def dataset_id(self) -> int:
-        return int(self.name[len("Dataset"):len("Dataset") + 3])
+        return dataset_id(self.name)
 
     @property
     def gt_segmentations(self) -> Path:
@@ -149,8 +150,8 @@ class ModelResults:
 
 
 def _train_command(folders: DatasetFolders, model: "ModelResults", fold: int, val_only: bool = False) -> str:
-    return (f"nnUNetv2_train {folders.dataset_id} {model.configuration} {fold} -p {model.plans} -tr {model.trainer}"
-            + (" --val" if val_only else ""))
+    return " ".join(train_command(folders.dataset_id, model.configuration, fold, model.plans, model.trainer,
+                                  *(["--val"] if val_only else [])))
 
 
 def _expected_validation_cases(folders: DatasetFolders, fold: int) -> Optional[List[str]]:
@@ -326,7 +327,7 @@ def missing_models(models: Sequence[ModelResults]) -> List[str]:
                      and not issubclass(c, TeachFormerTrainer) and same_student(c, cls)]
         for trainer, what in expected:
             if (trainer, m.plans, m.configuration) not in present:
-                message = f"{trainer}__{m.plans}__{m.configuration} ({what} of {m.trainer}): no result folder"
+                message = f"{model_identifier(trainer, m.plans, m.configuration)} ({what} of {m.trainer}): no result folder"
                 if message not in messages:
                     messages.append(message)
     return messages

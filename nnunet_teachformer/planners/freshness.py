@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.nnunet_paths import dataset_id
 
 SIGNATURE_FILE = "raw_signature.json"
 FINGERPRINT = "dataset_fingerprint.json"
@@ -133,9 +134,8 @@ def check_preprocessed_is_current(dataset_name: str, data_identifier: str, confi
         return
     changes = changed_cases(record["cases"], raw_case_signatures(raw))
     if changes:
-        dataset_id = int(dataset_name[len("Dataset"):len("Dataset") + 3])
         raise TeachFormerError(
             f"The preprocessed data {base / data_identifier} is stale: the raw data in {raw} changed after it was "
             f"preprocessed: {summarize_changes(changes)}. Training on it would train on the old images and labels. "
-            f"Run `teachformer plan -d {dataset_id} -c {record.get('configuration', configuration)}` to redo the "
+            f"Run `teachformer plan -d {dataset_id(dataset_name)} -c {record.get('configuration', configuration)}` to redo the "
             f"fingerprint and preprocessing, then start training again.")

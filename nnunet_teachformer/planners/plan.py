@@ -29,6 +29,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.nnunet_paths import train_command
 from nnunet_teachformer.planners import freshness
 from nnunet_teachformer.planners.planner import PLANS_IDENTIFIER, TeachFormerPlanner, same_preprocessing
 
@@ -318,6 +319,6 @@ def format_summary(summary: dict) -> str:
                      f"training on it")
     lines += [f"  data           {summary['data_identifier']}{reused}, {done}",
               f"  plans          {summary['plans_file']}",
-              f"Train with e.g.: nnUNetv2_train {summary['dataset_id']} {summary['configuration']} 0 "
-              f"-tr SwinUNETRTrainer -p {summary['plans_identifier']}"]
+              "Train with e.g.: " + " ".join(train_command(summary["dataset_id"], summary["configuration"], 0,
+                                                           summary["plans_identifier"], "SwinUNETRTrainer"))]
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.precision import reduced_precision_dtype
 from nnunet_teachformer.networks.spec import NetworkSpec
 from nnunet_teachformer.networks.taps import unwrap_network
+from nnunet_teachformer.nnunet_paths import dataset_id
 from nnunet_teachformer.trainers.protocol import StudyProtocol
 
 
@@ -55,8 +56,7 @@ class ArchitectureTrainer(StudyProtocol, nnUNetTrainer):
         if configuration not in plans_manager.available_configurations:
             return  # nnU-Net itself reports unknown configurations
         patch = plans_manager.get_configuration(configuration).patch_size
-        dataset_id = plans_manager.dataset_name.split("_")[0].replace("Dataset", "").lstrip("0")
-        problem = cls.network_spec.patch_problem(patch, dataset_id or plans_manager.dataset_name)
+        problem = cls.network_spec.patch_problem(patch, str(dataset_id(plans_manager.dataset_name)))
         if problem:
             raise TeachFormerError(f"{cls.__name__} cannot train configuration '{configuration}' of plans "
                                    f"'{plans_manager.plans_name}': {problem}")
