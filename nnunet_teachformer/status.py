@@ -19,6 +19,7 @@ from nnunet_teachformer import slurm
 
 RUNNING = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT")
 NOT_RUN = ("cancelled", "never ran")
+ENDED = ("done", "failed") + NOT_RUN
 ROLES = ("teacher", "baseline", "distilled", "report", "model")
 
 
@@ -108,7 +109,8 @@ def submitted_study_status(folder: Path) -> Tuple[List[JobStatus], str]:
         source = "results tree and the jobs' exit records; SLURM's commands are not on PATH"
     elif known:
         queue = slurm.queued_jobs(known)
-        ended, ended_source = _ended_jobs([i for i in known if i not in queue])
+        unexplained = [i for i in known if i not in queue and not (folder / "exit" / i).is_file()]
+        ended, ended_source = _ended_jobs(unexplained)
         source = "results tree, job exit records, squeue" + (f", {ended_source}" if ended_source else "")
     states = {name: JobStatus(name, job["role"], job["fold"], job["trainer"] or "teachformer report",
                               *_own_state(job, ids.get(name), queue, ended, folder), ids.get(name))
@@ -118,7 +120,7 @@ def submitted_study_status(folder: Path) -> Tuple[List[JobStatus], str]:
         if failed and states[name].state in NOT_RUN + ("waiting",):
             states[name].state, states[name].detail = "never ran", "because " + "; ".join(failed)
         elif states[name].detail == "for its dependencies":
-            waits = [states[a] for a in job["after"] if a in states and states[a].state != "done"] \
+            waits = [states[a] for a in job["after"] if a in states and states[a].state not in ENDED] \
                 or [states[a] for a in job["after"] if a in states]
             states[name].detail = "for " + (", ".join(f"{w.model} fold {w.fold} (job {w.job_id})" for w in waits)
                                             if len(waits) <= 3 else f"{len(waits)} jobs")
