@@ -47,8 +47,9 @@ def _train(a):
     if a.submit:
         _submit(a, runs)
         return
-    if a.write_only:
-        raise TeachFormerError("--write-only writes the job scripts of --submit slurm; add --submit slurm.")
+    if a.write_only or a.gpus is not None or a.sbatch_args:
+        raise TeachFormerError("--write-only, --gpus and --sbatch-args are for the job scripts of --submit slurm; "
+                               "add --submit slurm, or leave them out to train here.")
     run_study(runs)
 
 
@@ -56,7 +57,8 @@ def _submit(a, runs):
     from nnunet_teachformer.planners.plan import resolve_dataset
     from nnunet_teachformer.slurm import slurm_folder, submit, write_study
     dataset_id, dataset_name = resolve_dataset(a.dataset, need_raw=False)
-    jobs = write_study(runs, dataset_id, dataset_name, a.folds, a.device, gpus=a.gpus, sbatch_args=a.sbatch_args)
+    jobs = write_study(runs, dataset_id, dataset_name, a.folds, a.device, gpus=1 if a.gpus is None else a.gpus,
+                       sbatch_args=a.sbatch_args)
     folder = slurm_folder(dataset_name)
     if not jobs:
         print(f"All {len(runs)} models are trained; nothing to submit. `teachformer report -d {a.dataset}` makes "
@@ -180,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "report) instead of training here")
     p.add_argument("--sbatch-args", default="", metavar='"OPTIONS"',
                    help='sbatch options for every job, e.g. "--partition=gpu --time=48:00:00 --account=lab"')
-    p.add_argument("--gpus", type=int, default=1,
+    p.add_argument("--gpus", type=int, default=None,
                    help="GPUs per training job (default 1; more runs nnU-Net's -num_gpus; 0 with --device cpu)")
     p.add_argument("--write-only", action="store_true",
                    help="with --submit: write the job scripts and submit.sh to $nnUNet_results/<Dataset>/slurm "

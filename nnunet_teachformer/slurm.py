@@ -199,7 +199,7 @@ def queued_jobs(ids: Sequence[str]) -> Dict[str, Dict[str, str]]:
         return {}
     result = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i|%T|%r"], capture_output=True, text=True)
     if result.returncode != 0 and "Invalid job id" not in result.stderr:
-        raise TeachFormerError(f"squeue failed: {result.stderr.strip()}")
+        raise TeachFormerError(f"squeue failed: {(result.stderr.strip().splitlines() or ['no message'])[-1]}")
     jobs = {}
     for line in result.stdout.splitlines():
         job_id, state, reason = line.split("|", 2)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_teachformer import slurm
+from nnunet_teachformer.errors import TeachFormerError
 
 RUNNING = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT")
 NOT_RUN = ("cancelled", "never ran")
@@ -55,11 +56,12 @@ def _ended_jobs(ids: Sequence[str]) -> Tuple[Dict[str, Dict[str, str]], str]:
     return jobs, "scontrol"
 
 
-def _own_state(job: dict, job_id: Optional[str], queue: dict, ended: dict, folder: Path) -> Tuple[str, str]:
+def _own_state(job: dict, job_id: Optional[str], queue: Optional[dict], ended: dict, folder: Path) -> Tuple[str, str]:
+    """State and detail of one job; ``queue`` is None when SLURM could not be asked."""
     model = Path(job["folder"]) if job["folder"] else None
     finished = model is not None and (model / "checkpoint_final.pth").is_file()
     log = folder / "logs" / f"{job['name']}_{job_id}.out"
-    if job_id in queue:  # a job that wrote checkpoint_final.pth still runs nnU-Net's validation
+    if queue is not None and job_id in queue:  # a job that wrote checkpoint_final.pth still runs nnU-Net's validation
         state, reason = queue[job_id]["state"], queue[job_id]["reason"]
         if state in RUNNING:
             return "running", ("validating; " if finished else "") + f"log {log}"
@@ -81,6 +83,8 @@ def _own_state(job: dict, job_id: Optional[str], queue: dict, ended: dict, folde
         if model is None:
             return "done", ""
         return "failed", f"the job ended without {model / 'checkpoint_final.pth'}; log {log}"
+    if queue is None:
+        return "unknown", "no exit record, and SLURM could not be asked"
     info = ended.get(job_id)
     if info and info["state"] == "CANCELLED":
         return "cancelled", info["reason"] if info["reason"] not in ("", "None") else "scancel"
@@ -106,9 +110,13 @@ def submitted_study_status(folder: Path) -> Tuple[List[JobStatus], str]:
     source = "results tree; nothing submitted yet"
     queue, ended = {}, {}
     if known and not shutil.which("squeue"):
-        source = "results tree and the jobs' exit records; SLURM's commands are not on PATH"
+        queue, source = None, "results tree and the jobs' exit records; SLURM's commands are not on PATH"
     elif known:
-        queue = slurm.queued_jobs(known)
+        try:
+            queue = slurm.queued_jobs(known)
+        except TeachFormerError as e:
+            queue, source = None, f"results tree and the jobs' exit records; {e}"
+    if known and queue is not None:
         unexplained = [i for i in known if i not in queue and not (folder / "exit" / i).is_file()]
         ended, ended_source = _ended_jobs(unexplained)
         source = "results tree, job exit records, squeue" + (f", {ended_source}" if ended_source else "")
@@ -117,7 +125,7 @@ def submitted_study_status(folder: Path) -> Tuple[List[JobStatus], str]:
               for name, job in manifest.items()}
     for name, job in manifest.items():  # only students wait (afterok) for others: teachers, which wait for none
         failed = _failed_dependencies(job, states)
-        if failed and states[name].state in NOT_RUN + ("waiting",):
+        if failed and states[name].state in NOT_RUN + ("waiting", "unknown"):
             states[name].state, states[name].detail = "never ran", "because " + "; ".join(failed)
         elif states[name].detail == "for its dependencies":
             waits = [states[a] for a in job["after"] if a in states and states[a].state not in ENDED] \

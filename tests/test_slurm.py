@@ -179,6 +179,7 @@ def test_job_scripts_ask_for_gpus_and_pass_sbatch_options(phantom, tmp_path):
         return result.stderr
 
     assert "--device cpu" in error("--submit", "slurm", "--gpus", "0", "--write-only")
+    assert "are for the job scripts of --submit slurm" in error("--gpus", "2")
     assert "not options" in error("--submit", "slurm", "--write-only", "--sbatch-args", "partition=gpu")
     no_slurm = dict(env, PATH=str(Path(TEACHFORMER).parent))
     result = run_cli([TEACHFORMER, "train", "-d", DATASET_ID, "-f", 0, "--preset", "tiny", "--submit", "slurm"],
