@@ -135,6 +135,16 @@ def submitted_study_status(folder: Path) -> Tuple[List[JobStatus], str]:
     return list(states.values()), source
 
 
+def _role_of(trainer: str) -> str:
+    from nnunet_teachformer.study import STUDENT_TRAINERS, TEACHER_TRAINERS
+    architecture = trainer.split("_")[0]
+    if architecture == "TeachFormerTrainer":
+        return "distilled"
+    if architecture in TEACHER_TRAINERS.values():
+        return "teacher"
+    return "baseline" if architecture in [b for b, _ in STUDENT_TRAINERS.values()] else "model"
+
+
 def results_tree_status(results: Path) -> List[JobStatus]:
     """Every fold folder of every model in the dataset's results: done or interrupted."""
     rows = []
@@ -147,7 +157,7 @@ def results_tree_status(results: Path) -> List[JobStatus]:
             state, detail = "interrupted", "resumes with --c"
         else:
             state, detail = "not started", ""
-        rows.append(JobStatus(fold_folder.parent.name, "model", int(fold) if fold.isdigit() else fold, model, state,
+        rows.append(JobStatus(fold_folder.parent.name, _role_of(model), int(fold) if fold.isdigit() else fold, model, state,
                               detail))
     return rows
 
