@@ -143,6 +143,9 @@ def write_study(runs: Sequence[ModelRun], dataset_id, dataset_name: str, folds: 
     if gpus == 0 and device == "cuda":
         raise TeachFormerError("--gpus 0 asks SLURM for no GPU, but --device cuda trains on one: add --device cpu "
                                "for CPU-only jobs, or ask for GPUs with --gpus 1.")
+    if gpus > 1 and device != "cuda":
+        raise TeachFormerError(f"--gpus {gpus} runs nnU-Net's multi-GPU training (-num_gpus {gpus}), which needs "
+                               f"--device cuda.")
     try:
         extra = shlex.split(sbatch_args)
     except ValueError as e:
