@@ -157,8 +157,8 @@ def results_tree_status(results: Path) -> List[JobStatus]:
             state, detail = "interrupted", "resumes with --c"
         else:
             state, detail = "not started", ""
-        rows.append(JobStatus(fold_folder.parent.name, _role_of(model), int(fold) if fold.isdigit() else fold, model, state,
-                              detail))
+        rows.append(JobStatus(fold_folder.parent.name, _role_of(model), int(fold) if fold.isdigit() else fold,
+                              model, state, detail))
     return rows
 
 

@@ -25,7 +25,8 @@ from conftest import DATASET_ID, DATASET_NAME, console_script, model_folder, run
 
 TEACHFORMER = console_script("teachformer")
 SLURM_LOCAL = Path(__file__).resolve().parents[1] / "scripts" / "slurm-local"
-TEACHER, BASELINE, STUDENT = "UNETRTrainer_tiny", "HDenseFormerLightTrainer_tiny", "TeachFormerTrainer_UNETRTeacher_tiny"
+TEACHER, BASELINE = "UNETRTrainer_tiny", "HDenseFormerLightTrainer_tiny"
+STUDENT = "TeachFormerTrainer_UNETRTeacher_tiny"
 STUDY = ["train", "-d", DATASET_ID, "-f", 0, 1, "--teachers", "unetr", "--preset", "tiny", "--device", "cpu",
          "--submit", "slurm", "--gpus", "0"]
 
@@ -102,7 +103,8 @@ def study(phantom, slurm_env, tmp_path_factory):
         time.sleep(5)
     print(f"study submitted and ended in {time.time() - started:.0f} s")
     folder = results / DATASET_NAME / "slurm"
-    ids = {json.loads(line)["name"]: json.loads(line)["id"] for line in (folder / "jobs.jsonl").read_text().splitlines()}
+    records = [json.loads(line) for line in (folder / "jobs.jsonl").read_text().splitlines()]
+    ids = {r["name"]: r["id"] for r in records}
     return {"env": env, "results": results, "folder": folder, "ids": ids, "jobs": _jobs(env), "output": output}
 
 
@@ -180,6 +182,7 @@ def test_job_scripts_ask_for_gpus_and_pass_sbatch_options(phantom, tmp_path):
 
     assert "--device cpu" in error("--submit", "slurm", "--gpus", "0", "--write-only")
     assert "are for the job scripts of --submit slurm" in error("--gpus", "2")
+    assert "needs --device cuda" in error("--submit", "slurm", "--write-only", "--gpus", "2", "--device", "cpu")
     assert "not options" in error("--submit", "slurm", "--write-only", "--sbatch-args", "partition=gpu")
     no_slurm = dict(env, PATH=str(Path(TEACHFORMER).parent))
     result = run_cli([TEACHFORMER, "train", "-d", DATASET_ID, "-f", 0, "--preset", "tiny", "--submit", "slurm"],
