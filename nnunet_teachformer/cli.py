@@ -44,7 +44,37 @@ def _train(a):
         for r in runs:
             print(("# done: " if r.finished else "") + r.shell())
         return
+    if a.submit:
+        _submit(a, runs)
+        return
+    if a.write_only or a.gpus is not None or a.sbatch_args:
+        raise TeachFormerError("--write-only, --gpus and --sbatch-args are for the job scripts of --submit slurm; "
+                               "add --submit slurm, or leave them out to train here.")
     run_study(runs)
+
+
+def _submit(a, runs):
+    from nnunet_teachformer.planners.plan import resolve_dataset
+    from nnunet_teachformer.slurm import slurm_folder, submit, write_study
+    dataset_id, dataset_name = resolve_dataset(a.dataset, need_raw=False)
+    jobs = write_study(runs, dataset_id, dataset_name, a.folds, a.device, gpus=1 if a.gpus is None else a.gpus,
+                       sbatch_args=a.sbatch_args)
+    folder = slurm_folder(dataset_name)
+    if not jobs:
+        print(f"All {len(runs)} models are trained; nothing to submit. `teachformer report -d {a.dataset}` makes "
+              f"the report.")
+        return
+    if a.write_only:
+        print(f"Wrote {len(jobs)} job scripts to {folder}; submit them with: bash {folder / 'submit.sh'}")
+        return
+    ids = submit(jobs, dataset_name)
+    print(f"Submitted {len(ids)} jobs (scripts and logs in {folder}); follow them with: teachformer status -d "
+          f"{a.dataset}")
+
+
+def _status(a):
+    from nnunet_teachformer.status import format_status, study_status
+    print(format_status(*study_status(a.dataset)))
 
 
 def _predict(a):
@@ -172,7 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--configuration", default="3d_fullres")
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default="cuda")
     p.add_argument("--dry-run", action="store_true", help="print the nnUNetv2_train commands and exit")
+    p.add_argument("--submit", choices=["slurm"], default=None,
+                   help="submit the study as a SLURM job graph (students after their fold's teachers, then the "
+                        "report) instead of training here")
+    p.add_argument("--sbatch-args", default="", metavar='"OPTIONS"',
+                   help='sbatch options for every job, e.g. "--partition=gpu --time=48:00:00 --account=lab"')
+    p.add_argument("--gpus", type=int, default=None,
+                   help="GPUs per training job (default 1; more runs nnU-Net's -num_gpus; 0 with --device cpu)")
+    p.add_argument("--write-only", action="store_true",
+                   help="with --submit: write the job scripts and submit.sh to $nnUNet_results/<Dataset>/slurm "
+                        "without submitting")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("status", help="which model of which fold is done, running, waiting or failed (results "
+                                      "tree, and SLURM for a submitted study)")
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
+    p.set_defaults(func=_status)
 
     p = sub.add_parser("predict", help="predict with the distilled student's fold ensemble (nnUNetv2_predict)")
     p.add_argument("-i", "--input", required=True, help="folder of images named CASE_XXXX.nii.gz")
@@ -231,8 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _glue_option_values(argv):
+    """``--sbatch-args "--time=48:00:00"``: argparse would read a lone sbatch option as one of ours; glue it on."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(argv) - 1, 0, -1):
+        if argv[i - 1] == "--sbatch-args":
+            argv[i - 1:i + 1] = [f"--sbatch-args={argv[i]}"]
+    return argv
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_glue_option_values(argv))
     try:
         args.func(args)
     except TeachFormerError as e:
