@@ -27,6 +27,7 @@ instead) and ``teacher_channels_last``. Teacher weights are untrained (initialis
 """
 import gc
 import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List
 
@@ -138,6 +139,10 @@ def main(argv=None) -> int:
                 del teacher
                 gc.collect()
 
+            # inference.py leaves an untrained student checkpoint in a shared workspace; without its teacher record
+            # the distilled trainer would take it for another run's fold. These measurement trainers start afresh.
+            for stale in Path(first.output_folder).glob("checkpoint_*.pth"):
+                stale.unlink()
             baseline = common.make_trainer(baseline_name, dataset, "TeachFormerPlans", device,
                                            patch_size=args.patch, batch_size=args.batch)
             with common.quiet():
