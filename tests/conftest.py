@@ -4,11 +4,30 @@ Everything nnU-Net writes goes under one session temporary folder. The expensive
 preprocessing, training tiny models) run once per session and are shared by the tests that need them.
 """
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+SLOW_PHASE_S = 60  # test phases (setup, call, teardown) at least this long are logged as they end
+_suite = {}
+
+
+def pytest_configure(config):
+    _suite.update(started=time.time(), config=config)
+
+
+def pytest_runtest_logreport(report):
+    """Logs every slow test phase with the suite's elapsed time, so that a CI run cut off by its time limit
+    still shows in its last lines where the time went."""
+    terminal = _suite["config"].pluginmanager.get_plugin("terminalreporter")
+    if report.duration >= SLOW_PHASE_S and terminal is not None:
+        elapsed = time.time() - _suite["started"]
+        terminal.write_line(f"\n[{elapsed / 60:5.1f} min] {report.duration:4.0f} s {report.when} {report.nodeid}")
+
 
 DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID}_TeachFormerPhantom"
@@ -21,13 +40,34 @@ CPU_ENV = {
 
 
 def run_cli(args, env=None, timeout=900, check=True):
-    """Runs a console command with the session's nnU-Net environment; shows its output when it fails."""
-    result = subprocess.run([str(a) for a in args], env=env or os.environ.copy(), capture_output=True, text=True,
-                            timeout=timeout)
+    """Runs a console command with the session's nnU-Net environment; shows its output when it fails.
+
+    The command runs in its own process group, which is killed as a whole at the timeout: the children it
+    starts (nnUNetv2_train, nnU-Net's workers) would otherwise keep its output pipes open and make
+    ``subprocess.run``'s own timeout wait for them forever."""
+    args = [str(a) for a in args]
+    with subprocess.Popen(args, env=env or os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(process)
+            stdout, stderr = process.communicate()
+            raise AssertionError(f"{' '.join(args)} did not end within {timeout} s\n--- stdout (tail) ---\n"
+                                 f"{stdout[-4000:]}\n--- stderr (tail) ---\n{stderr[-4000:]}") from None
+    result = subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}\n"
                              f"--- stdout (tail) ---\n{result.stdout[-4000:]}\n--- stderr (tail) ---\n{result.stderr[-4000:]}")
     return result
+
+
+def kill_group(process):
+    """SIGKILL to ``process``'s process group (it was started with ``start_new_session=True``)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def console_script(name):
