@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 
 import common
+from nnunet_teachformer.cpu_paths import DEFAULT_TOLERANCE
 
 MRI_SHAPE, MRI_SPACING = (24, 384, 384), (3.0, 0.5, 0.5)
 MRI_DATASET_ID = 950
@@ -151,6 +152,8 @@ def run_child(spec: dict) -> dict:
     from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
+    from nnunet_teachformer.cpu_inference import CPU_PATHS, use_path
+
     device = torch.device(spec["device"])
     common.set_threads(spec["threads"])
     with common.quiet():  # imports every trainer module (timm, MONAI, ...): not the model's memory
@@ -165,6 +168,10 @@ def run_child(spec: dict) -> dict:
                                     perform_everything_on_device=device.type == "cuda", device=device,
                                     allow_tqdm=False)
         predictor.initialize_from_trained_model_folder(spec["model_folder"], (0,), "checkpoint_final.pth")
+    build_seconds = 0.0
+    if spec.get("cpu_path"):  # as `teachformer predict --device cpu --cpu-path NAME` runs it; built once per fold
+        use_path(predictor, CPU_PATHS[spec["cpu_path"]])
+        build_seconds = predictor.network.build_seconds
     if spec.get("onnx"):
         predictor.network = OnnxNetwork(spec["onnx"], torch.get_num_threads())
         predictor.list_of_parameters = [{}]
@@ -182,7 +189,7 @@ def run_child(spec: dict) -> dict:
         start = time.perf_counter()
         data, _, properties = preprocessor.run_case(spec["files"], None, plans_manager, config, predictor.dataset_json)
         preprocessed = time.perf_counter()
-        with common.quiet():
+        with common.quiet(), _bf16(spec.get("bf16")):
             logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
         common.synchronize(device)
         predicted = time.perf_counter()
@@ -201,11 +208,21 @@ def run_child(spec: dict) -> dict:
     else:
         peak = _peak_memory() - resident_after_imports
     case_times = [sum(t) for t in zip(*stages.values())]
+    if spec.get("logits_out"):  # the last case's logits, for the exactness check of the student's paths
+        import numpy as np
+        np.save(spec["logits_out"], logits.to(torch.float16).numpy())
     return {"patch_size": patch, "preprocessed_shape": list(data.shape[1:]), "tiles": tiles,
             "forwards_per_tile": 2 ** mirrored, "stages_s": stages, "predict_s": common.median(stages["predict"]),
-            "case_s": common.median(case_times), "peak_memory_bytes": int(peak),
+            "case_s": common.median(case_times), "peak_memory_bytes": int(peak), "logits_out": spec.get("logits_out"),
+            "path_build_s": build_seconds,
             "peak_memory_method": "torch.cuda.max_memory_allocated" if device.type == "cuda"
             else "peak resident memory (VmHWM) minus resident memory after the imports, fresh process"}
+
+
+def _bf16(enabled: bool):
+    """bfloat16 autocast on the CPU (oneDNN uses AMX or AVX512-BF16 where the CPU has them); a lever measured here,
+    not a path of ``teachformer predict``: its logits are not float32's."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 class OnnxNetwork(torch.nn.Module):
@@ -247,6 +264,7 @@ def models(tiny: bool, dataset: str):
 def measure_volume(volume: str, args) -> dict:
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
+    from nnunet_teachformer.cpu_paths import CPU_PATHS
     from nnunet_teachformer.evaluation.complexity import model_folder_complexity
     from nnunet_teachformer.export import export_student
 
@@ -278,19 +296,63 @@ def measure_volume(volume: str, args) -> dict:
         rows["student (ONNX)"] = dict(rows[entries[0][1]], role="student ONNX, onnxruntime CPU",
                                       trainer=entries[0][1] + " -> ONNX")
 
+    student = entries[0][1]
+    if args.device == "cpu":  # the student along each path of `teachformer predict --device cpu`, and in bfloat16
+        for path in CPU_PATHS.values():
+            if path.name != "nnunet":
+                rows[f"student [{path.name}]"] = dict(rows[student], role="student path", cpu_path=path.name,
+                                                      trainer=f"{student}, {path.description}")
+        rows["student [bf16]"] = dict(rows[student], role="student lever", bf16=True,
+                                      trainer=f"{student}, bfloat16 autocast (not exact: not a predict path)")
+
     tta_modes = {"off": [False], "on": [True], "both": [False, True]}[args.tta]
     runs = {}
-    for tta in tta_modes:
-        key = "tta_on" if tta else "tta_off"
-        runs[key] = {}
-        for label, row in rows.items():
-            onnx_run = label == "student (ONNX)"
-            common.log(f"[inference] {volume} TTA {'on' if tta else 'off'}: {label} ...")
-            runs[key][label] = measure_in_child({
-                "label": label, "device": "cpu" if onnx_run else args.device, "tta": tta, "files": files,
-                "model_folder": row["model_folder"], "trainer": row["trainer_class"], "repeats": args.repeats,
-                "threads": args.threads, "onnx": onnx["path"] if onnx_run else None})
+    with tempfile.TemporaryDirectory() as logits_dir:
+        for tta in tta_modes:
+            key = "tta_on" if tta else "tta_off"
+            runs[key] = {}
+            for label, row in rows.items():
+                onnx_run = label == "student (ONNX)"
+                common.log(f"[inference] {volume} TTA {'on' if tta else 'off'}: {label} ...")
+                student_variant = row["model_folder"] == rows[student]["model_folder"]
+                runs[key][label] = measure_in_child({
+                    "label": label, "device": "cpu" if onnx_run else args.device, "tta": tta, "files": files,
+                    "model_folder": row["model_folder"], "trainer": row["trainer_class"], "repeats": args.repeats,
+                    "threads": args.threads, "onnx": onnx["path"] if onnx_run else None,
+                    "cpu_path": row.get("cpu_path"), "bf16": row.get("bf16", False),
+                    "logits_out": str(Path(logits_dir, f"{len(runs[key])}.npy")) if student_variant else None})
+            exactness(runs[key], student)
+            add_throughput(runs[key], rows)
     return {"dataset": dataset, "case": case, "files": files, "models": rows, "runs": runs, "onnx": onnx}
+
+
+def exactness(runs: dict, student: str) -> None:
+    """Adds to every run of the student (paths, levers, ONNX) its largest |logit difference| to nnU-Net's own path,
+    the share of voxels whose argmax (the segmentation) equals it, the largest margin by which nnU-Net's own
+    logits preferred their class where the argmax differs (a flip at a near-tie has a margin near 0), and
+    ``exact``: every logit within DEFAULT_TOLERANCE plus four float16 steps of the largest logit (nnU-Net sums
+    the Gaussian-weighted tiles and their weights in float16, so a rounding difference of 1e-6 in a tile can
+    move a logit by a few steps of the sums' size; a step is 2^-10 of it)."""
+    import numpy as np
+    reference = np.load(runs[student]["logits_out"]).astype(np.float32)
+    chosen = reference.argmax(0)
+    for run in runs.values():
+        if run.get("logits_out"):
+            logits = np.load(run.pop("logits_out")).astype(np.float32)
+            difference = np.abs(logits - reference)
+            flipped = logits.argmax(0) != chosen
+            margin = (np.take_along_axis(reference, chosen[None], 0)[0]
+                      - np.take_along_axis(reference, logits.argmax(0)[None], 0)[0])
+            run.update(max_abs_logit_difference=float(difference.max()), argmax_agreement=float(1 - flipped.mean()),
+                       argmax_flip_max_margin=float(margin[flipped].max()) if flipped.any() else 0.0,
+                       exact=bool(difference.max() <= DEFAULT_TOLERANCE + 2 ** -8 * np.abs(reference).max()))
+
+
+def add_throughput(runs: dict, rows: dict) -> None:
+    """Achieved GFLOP/s: the network's GFLOPs per patch x tiles x forwards per tile / sliding-window seconds."""
+    for label, run in runs.items():
+        run["gflops_per_s"] = (rows[label]["gflops_per_patch"] * run["tiles"] * run["forwards_per_tile"]
+                               / run["predict_s"])
 
 
 def ratios(runs: dict, rows: dict, student: str) -> dict:
@@ -309,6 +371,20 @@ def ratios(runs: dict, rows: dict, student: str) -> dict:
     if "student (ONNX)" in runs:
         out["onnxruntime_cpu_speedup_vs_pytorch_student"] = common.ratio(s["predict_s"],
                                                                          runs["student (ONNX)"]["predict_s"])
+    paths = {k: r for k, r in runs.items() if rows[k]["role"] == "student path"}
+    if paths:  # CPU: the path `teachformer predict --device cpu` would take on this case (fastest exact one)
+        exact = {k: r for k, r in paths.items() if r["exact"]}
+        best = min(exact, key=lambda k: exact[k]["predict_s"]) if exact else student
+        best_run = runs[best] if runs[best]["predict_s"] < s["predict_s"] else s
+        fastest_teacher = min(teachers, key=lambda t: runs[t]["predict_s"])
+        out.update({
+            "fastest_exact_path": rows[best]["cpu_path"] if best_run is not s else "nnunet",
+            "fastest_exact_path_speedup_vs_nnunet_path": common.ratio(s["predict_s"], best_run["predict_s"]),
+            "fastest_exact_path_speedup_vs_teachers_min": common.ratio(runs[fastest_teacher]["predict_s"],
+                                                                       best_run["predict_s"]),
+            "fastest_exact_path_gflops_per_s_vs_fastest_teacher": common.ratio(
+                best_run["gflops_per_s"], runs[fastest_teacher]["gflops_per_s"]),
+        })
     return out
 
 
@@ -321,16 +397,28 @@ def print_volume(volume: str, result: dict, args) -> None:
             r = runs[label]
             table.append([label, row["plans"], "x".join(map(str, r["patch_size"])), f"{row['parameters'] / 1e6:.2f}",
                           f"{row['gflops_per_patch']:.1f}", f"{r['tiles']}x{r['forwards_per_tile']}",
-                          f"{r['predict_s']:.2f}", f"{r['case_s']:.2f}", f"{r['peak_memory_bytes'] / 2 ** 20:.0f}",
+                          f"{r['predict_s']:.2f}", f"{r['case_s']:.2f}", f"{r['gflops_per_s']:.0f}",
+                          f"{r['peak_memory_bytes'] / 2 ** 20:.0f}",
                           f"{common.ratio(r['predict_s'], s['predict_s']):.2f}",
-                          f"{common.ratio(r['peak_memory_bytes'], s['peak_memory_bytes']):.2f}"])
+                          f"{common.ratio(r['peak_memory_bytes'], s['peak_memory_bytes']):.2f}",
+                          f"{r['max_abs_logit_difference']:.1e}" if "max_abs_logit_difference" in r else "",
+                          f"{100 * r['argmax_agreement']:.4f}" if "argmax_agreement" in r else "",
+                          f"{r['argmax_flip_max_margin']:.1e}" if "argmax_flip_max_margin" in r else ""])
         where = "onnxruntime on CPU" if args.device == "cuda" else "all on CPU"
         where += f", {torch.get_num_threads()} CPU threads"
         print(f"\n{volume}: case {result['case']} ({len(result['files'])} channels), TTA {key[4:]}, {where}, "
               f"median of {args.repeats}\n")
         print(common.table(["model", "plans", "patch", "params M", "GFLOPs/patch", "tiles x fwd", "predict s",
-                            "case s", "peak MB", "x student time", "x student mem"], table))
+                            "case s", "GFLOP/s", "peak MB", "x student time", "x student mem", "max |d logit|",
+                            "argmax = %", "flip margin"], table))
         r = ratios(runs, rows, student)
+        if "fastest_exact_path" in r:
+            print(f"\nfastest exact path (|d logit| <= {DEFAULT_TOLERANCE:g} + 4 float16 steps of the largest "
+                  f"logit): "
+                  f"{r['fastest_exact_path']}, "
+                  f"{r['fastest_exact_path_speedup_vs_nnunet_path']:.2f}x nnU-Net's own path, "
+                  f"{r['fastest_exact_path_speedup_vs_teachers_min']:.2f}x faster than the fastest teacher, "
+                  f"{r['fastest_exact_path_gflops_per_s_vs_fastest_teacher']:.2f}x its GFLOP/s (goal >= 1)")
         print(f"\nstudent speedup: {r['speedup_vs_teachers_min']:.2f}x vs the fastest teacher, "
               f"{r['speedup_vs_nnunet_default']:.2f}x vs nnU-Net's default U-Net (goal >= 5); memory "
               f"{r['memory_ratio_vs_teachers_min']:.2f}x / {r['memory_ratio_vs_nnunet_default']:.2f}x lower "
@@ -375,7 +463,11 @@ def main(argv=None) -> int:
           f"speedup_vs_teachers_min {headline['speedup_vs_teachers_min']:.2f}, speedup_vs_nnunet_default "
           f"{headline['speedup_vs_nnunet_default']:.2f}, memory_ratio_vs_teachers_min "
           f"{headline['memory_ratio_vs_teachers_min']:.2f}" +
-          (f", onnxruntime CPU {onnx:.2f}x the PyTorch student" if onnx else ""))
+          (f", onnxruntime CPU {onnx:.2f}x the PyTorch student" if onnx else "") +
+          (f", fastest exact CPU path {headline['fastest_exact_path']} "
+           f"{headline['fastest_exact_path_speedup_vs_nnunet_path']:.2f}x nnU-Net's own path, GFLOP/s "
+           f"{headline['fastest_exact_path_gflops_per_s_vs_fastest_teacher']:.2f}x the fastest teacher's"
+           if "fastest_exact_path" in headline else ""))
     return 0
 
 

@@ -80,7 +80,7 @@ def _status(a):
 def _predict(a):
     from nnunet_teachformer.study import predict
     predict(a.input, a.output, a.dataset, a.folds, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
-            device=a.device, save_probabilities=a.save_probabilities, tta=not a.disable_tta)
+            device=a.device, save_probabilities=a.save_probabilities, tta=not a.disable_tta, cpu_path=a.cpu_path)
 
 
 def _report(a):
@@ -230,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default="cuda")
     p.add_argument("--save-probabilities", action="store_true")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (8x faster)")
+    from nnunet_teachformer.cpu_paths import CPU_PATHS
+    p.add_argument("--cpu-path", choices=["auto", *CPU_PATHS], default="auto",
+                   help="--device cpu: how the network runs; auto (default) measures each way on the model and takes "
+                        "the one that finishes first (a once-per-fold build included) among those whose logits equal "
+                        "nnU-Net's own (nnunet) within 1e-3, and says which")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("report", help="cross-validation table, paired tests, plots and gallery of every model")

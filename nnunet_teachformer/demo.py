@@ -2,7 +2,7 @@
 
 Stages: convert the phantom (training cases + held-out cases), plan it with TeachFormerPlans, train
 fold 0 of the teachers, the baseline student and the distilled student (``teachformer train``),
-predict the held-out cases with every model (``nnUNetv2_predict``), evaluate them, and write the
+predict the held-out cases with every model (``teachformer predict``), evaluate them, and write the
 study report. Everything lives under ``--workdir`` (its own nnUNet_raw/_preprocessed/_results), so the
 user's nnU-Net folders are not touched; re-running resumes and skips what is done.
 
@@ -102,7 +102,7 @@ def run_demo(workdir: str = "teachformer_demo", quick: bool = False, device: Opt
     runs = plan_study(DATASET_ID, [0], size.teachers, "hdenseformer_light", device=device, preset=size.preset)
     run_study(runs, log=log)
 
-    stage(f"4/5 predict the {size.test_cases} held-out cases with every model (nnUNetv2_predict) and evaluate")
+    stage(f"4/5 predict the {size.test_cases} held-out cases with every model (teachformer predict) and evaluate")
     dataset_json = json.loads((dataset / "dataset.json").read_text())
     held_out = {}
     for r in runs:

@@ -200,11 +200,13 @@ def _undo_output(output: Path, existed_before: set) -> None:
 def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[int], trainer: str = "TeachFormerTrainer",
             plans: str = "TeachFormerPlans", configuration: str = "3d_fullres", device: str = "cuda",
             save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth", tta: bool = True,
-            processes: Optional[int] = None) -> List[str]:
-    """Runs ``nnUNetv2_predict`` for ``trainer``'s ensemble of ``folds`` after checking the checkpoints and the input
-    folder against the model; ``processes`` sets its pre- and post-processing workers (-npp/-nps; nnU-Net's default
-    is 3 each). A refused or failed prediction leaves no output behind: the output folder is removed if this call
-    created it, else only what it added."""
+            processes: Optional[int] = None, cpu_path: str = "auto") -> None:
+    """Predicts with ``trainer``'s ensemble of ``folds`` after checking the checkpoints and the input folder against
+    the model: ``nnUNetv2_predict`` on a GPU; on the CPU nnU-Net's predictor in this process along ``cpu_path``
+    (``cpu_inference``: ``auto`` takes the fastest path that gives nnU-Net's logits, and says which).
+    ``processes`` sets the pre- and post-processing workers (-npp/-nps; nnU-Net's default is 3 each). A refused
+    or failed prediction leaves no output behind: the output folder is removed if this call created it, else only
+    what it added."""
     import json
 
     import torch
@@ -242,23 +244,32 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[i
     if device in available and not available[device]():
         raise TeachFormerError(f"--device {device}: no {device.upper()} device is visible to PyTorch "
                                f"{torch.__version__} here. Pass --device cpu (slower), or run on a machine with one.")
-    command = ["nnUNetv2_predict", "-i", str(input_folder), "-o", str(output_folder), "-d", str(dataset_id),
-               "-c", configuration, "-p", plans, "-tr", trainer, "-f", *map(str, folds), "-chk", checkpoint,
-               "-device", device]
-    command += (["--save_probabilities"] if save_probabilities else []) + ([] if tta else ["--disable_tta"])
-    command += ["-npp", str(processes), "-nps", str(processes)] if processes else []
     existed_before = {p.name for p in output.iterdir()} if output.is_dir() else None
-    executable = Path(sys.executable).parent / command[0]
     try:
-        code = subprocess.call([str(executable) if executable.exists() else command[0]] + command[1:])
+        if device == "cpu":
+            from nnunet_teachformer.cpu_inference import predict_on_cpu
+            what, code = "nnU-Net's prediction", 0
+            predict_on_cpu(model, folds, checkpoint, input_folder, output_folder, save_probabilities, tta,
+                           processes or 3, cpu_path)
+        else:
+            what = "nnUNetv2_predict"
+            command = ["nnUNetv2_predict", "-i", str(input_folder), "-o", str(output_folder), "-d", str(dataset_id),
+                       "-c", configuration, "-p", plans, "-tr", trainer, "-f", *map(str, folds), "-chk", checkpoint,
+                       "-device", device]
+            command += (["--save_probabilities"] if save_probabilities else []) + ([] if tta else ["--disable_tta"])
+            command += ["-npp", str(processes), "-nps", str(processes)] if processes else []
+            executable = Path(sys.executable).parent / command[0]
+            code = subprocess.call([str(executable) if executable.exists() else command[0]] + command[1:])
+    except Exception as e:  # an error inside nnU-Net's predictor: name it, never a traceback
+        _undo_output(output, existed_before)
+        raise TeachFormerError(f"{what} failed ({type(e).__name__}: {str(e).strip()[:300]}); what it had written "
+                               f"to {output} was removed. Fix the cause and run the same command again.") from None
     except BaseException:
         _undo_output(output, existed_before)
         raise
     written = [c for c in cases if (output / (c + dataset_json["file_ending"])).is_file()]
     if code != 0 or len(written) != len(cases):
         _undo_output(output, existed_before)
-        what = (f"exit code {code}" if code != 0 else
-                f"it wrote {len(written)} of {len(cases)} segmentations")
-        raise TeachFormerError(f"nnUNetv2_predict failed ({what}; see its output above); what it had written to "
+        problem = f"exit code {code}" if code != 0 else f"it wrote {len(written)} of {len(cases)} segmentations"
+        raise TeachFormerError(f"{what} failed ({problem}; see its output above); what it had written to "
                                f"{output} was removed. Fix the cause and run the same command again.")
-    return command

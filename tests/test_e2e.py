@@ -13,6 +13,7 @@ import torch
 
 from conftest import (CONFIG, DATASET_ID, DATASET_NAME, DIRECT_TRAINERS, STUDY_TRAINERS, TEACHFORMER_PLANS,
                       console_script, model_folder, run_cli)
+from nnunet_teachformer.cpu_paths import CPU_PATHS
 
 
 def _predict_and_evaluate(phantom, tmp_path, trainer, env=None):
@@ -101,7 +102,19 @@ def test_distilled_student_predicts_without_teachers(trained, phantom, tmp_path,
                     model_folder(results, "TeachFormerTrainer_tiny"))
     env = dict(os.environ, nnUNet_results=str(results))
     out = _predict_and_evaluate(phantom, tmp_path, "TeachFormerTrainer_tiny", env=env)
-    assert len(list(out.glob("PHANTOM_*.nii.gz"))) == len(list((phantom / "imagesTs").glob("*_0000.nii.gz")))
+    cases = sorted(p.name for p in out.glob("PHANTOM_*.nii.gz"))
+    assert len(cases) == len(list((phantom / "imagesTs").glob("*_0000.nii.gz")))
+
+    # `teachformer predict --device cpu` takes its fastest exact CPU path, says which, and segments as nnU-Net does
+    ours = tmp_path / "teachformer_predict"
+    printed = run_cli([console_script("teachformer"), "predict", "-i", phantom / "imagesTs", "-o", ours, "-d",
+                       DATASET_ID, "-f", 0, "-tr", "TeachFormerTrainer_tiny", "--device", "cpu"], env=env).stdout
+    path = re.search(r"CPU path: (\w+) \(.* max \|logit difference\| \S+ \(tolerance 0.001\)", printed)
+    assert path and path.group(1) in CPU_PATHS, printed
+    for case in cases:
+        expected, got = (sitk.GetArrayFromImage(sitk.ReadImage(str(folder / case))) for folder in (out, ours))
+        # nnU-Net's own path is nnUNetv2_predict itself; another path may flip a voxel whose classes tie
+        assert np.array_equal(expected, got) if path.group(1) == "nnunet" else np.mean(expected == got) > 0.999, case
 
 
 def test_nnunet_unet_and_a_transformer_teach_together(trained, phantom, tmp_path, nnunet_dirs):

@@ -1,0 +1,182 @@
+"""CPU inference near the machine's limit for ``teachformer predict --device cpu``.
+
+nnU-Net's predictor runs the network tile by tile as it was built for training. For a thin 3D network like the
+student that leaves much of a CPU's speed unused: PyTorch sends small batch-1 convolutions to a slow native
+kernel, and every normalisation and activation is a separate pass over memory (benchmarks/README.md has the
+profile). The levers here, named in ``cpu_paths.CPU_PATHS``, change how the network runs, never what it
+computes, and leave nnU-Net's sliding window, Gaussian weighting and accumulation as they are:
+
+* ``channels_last``: weights and tiles in channels-last 3D layout, which sends every convolution to oneDNN;
+* ``frozen``: that, traced with TorchScript, frozen and optimised for inference (oneDNN fuses convolutions
+  with what follows them); the trace is built once per fold (seconds) and kept for every case.
+
+``choose_cpu_path`` measures each path on the model's own weights and patch, keeps those whose logits stay
+within ``tolerance`` of nnU-Net's own path, and takes the one that finishes the prediction at hand first (the
+once-per-fold build included). bfloat16 and onnxruntime are measured by benchmarks/inference.py but are not
+paths: bfloat16 changes the logits by far more than rounding, and onnxruntime was slower than ``frozen``.
+"""
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnunet_teachformer.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, CpuPath
+
+
+class PathNetwork(nn.Module):
+    """Stands in for the network in nnU-Net's predictor and runs it along ``path``. nnU-Net loads each fold's
+    weights with ``load_state_dict`` before every case; the frozen trace of each fold is built the first time
+    its weights arrive and reused after."""
+
+    def __init__(self, network: nn.Module, path: CpuPath, example: torch.Tensor):
+        super().__init__()
+        self.network, self.path, self.example = network, path, example
+        if path.channels_last:
+            self.network.to(memory_format=torch.channels_last_3d)  # load_state_dict keeps this layout
+        self._traces: Dict[int, torch.jit.ScriptModule] = {}
+        self._weights: Optional[int] = None
+        self.build_seconds = 0.0
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._weights = id(state_dict)  # nnU-Net passes the same dict of each fold for every case
+        if not self.path.frozen or self._weights not in self._traces:
+            result = self.network.load_state_dict(state_dict, strict=strict, assign=assign)
+            if self.path.frozen:
+                start = time.perf_counter()
+                # the trace records one patch shape, the only one nnU-Net's sliding window feeds: its warnings
+                # about shape checks turned into constants do not concern this use
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                    traced = torch.jit.trace(self.network.eval(), self._layout(self.example), check_trace=False)
+                    self._traces[self._weights] = torch.jit.optimize_for_inference(traced)
+                self.build_seconds += time.perf_counter() - start
+            return result
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last_3d) if self.path.channels_last and x.ndim == 5 else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._layout(x)
+        out = self._traces[self._weights](x) if self.path.frozen else self.network(x)
+        return out.contiguous()
+
+
+@dataclass
+class PathChoice:
+    path: CpuPath
+    seconds_per_tile: Dict[str, float]
+    build_seconds: Dict[str, float]  # once per fold
+    max_abs_difference: Dict[str, float]  # to nnU-Net's own path, float32 logits of one patch
+    forwards: int  # network forwards the prediction at hand needs
+    folds: int
+    tolerance: float
+
+    def expected_seconds(self, name: str) -> float:
+        return self.build_seconds[name] * self.folds + self.seconds_per_tile[name] * self.forwards
+
+    def summary(self) -> str:
+        name = self.path.name
+        return (f"CPU path: {name} ({self.path.description}): {self.seconds_per_tile[name]:.2f} s per tile against "
+                f"{self.seconds_per_tile['nnunet']:.2f} s for nnU-Net's own, about {self.expected_seconds(name):.0f} "
+                f"s instead of {self.expected_seconds('nnunet'):.0f} s for {self.forwards} tile forwards; max |logit "
+                f"difference| {self.max_abs_difference[name]:.1e} (tolerance {self.tolerance:g})")
+
+
+def use_path(predictor, path: CpuPath) -> None:
+    """Makes ``predictor`` (an initialised ``nnUNetPredictor``) run its network along ``path``."""
+    network = predictor.network.network if isinstance(predictor.network, PathNetwork) else predictor.network
+    if path.name == "nnunet":
+        predictor.network = network.to(memory_format=torch.contiguous_format)
+    else:
+        predictor.network = PathNetwork(network, path, _example_patch(predictor))
+    predictor.network.load_state_dict(predictor.list_of_parameters[0])  # the dict nnU-Net loads for the first fold
+
+
+def choose_cpu_path(predictor, forwards: int, tolerance: float = DEFAULT_TOLERANCE, rounds: int = 2) -> PathChoice:
+    """Measures every path of ``CPU_PATHS`` on a random patch with the predictor's first fold and makes
+    ``predictor`` use the one whose logits are within ``tolerance`` of nnU-Net's own path and that finishes
+    ``forwards`` tile forwards over the predictor's folds first. nnU-Net's own path always qualifies; a path
+    that cannot run this network (a trace that fails) is left out."""
+    patch = _example_patch(predictor)
+    seconds, build, outputs = {}, {}, {}
+    for name, path in CPU_PATHS.items():
+        try:
+            use_path(predictor, path)
+            network = predictor.network.eval()
+            with torch.inference_mode():
+                outputs[name] = network(patch).float()  # warm-up: oneDNN creates its kernels on the first call
+                times = []
+                for _ in range(rounds):
+                    start = time.perf_counter()
+                    network(patch)
+                    times.append(time.perf_counter() - start)
+        except Exception:  # noqa: BLE001 - a lever this network cannot take is not a candidate
+            if name == "nnunet":
+                raise
+            continue
+        seconds[name] = min(times)
+        build[name] = getattr(network, "build_seconds", 0.0)
+    difference = {name: float((out - outputs["nnunet"]).abs().max()) for name, out in outputs.items()}
+    choice = PathChoice(CPU_PATHS["nnunet"], seconds, build, difference, forwards, len(predictor.list_of_parameters),
+                        tolerance)
+    exact = ["nnunet"] + [name for name in seconds if name != "nnunet" and difference[name] <= tolerance]
+    choice.path = CPU_PATHS[min(exact, key=choice.expected_seconds)]
+    use_path(predictor, choice.path)
+    return choice
+
+
+def _example_patch(predictor) -> torch.Tensor:
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    channels = determine_num_input_channels(predictor.plans_manager, predictor.configuration_manager,
+                                            predictor.dataset_json)
+    patch = [int(p) for p in predictor.configuration_manager.patch_size]
+    return torch.randn((1, channels, *patch), generator=torch.Generator().manual_seed(0))
+
+
+def tile_forwards(predictor, cases: Sequence[Sequence[str]]) -> int:
+    """Network forwards that predicting ``cases`` (lists of channel files) needs with one fold: each case's tiles
+    at the plans' spacing (its size read from the first channel's header), times the mirrorings of TTA."""
+    import SimpleITK as sitk
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    configuration = predictor.configuration_manager
+    patch = [int(p) for p in configuration.patch_size]
+    target = list(configuration.spacing)
+    tiles = 0
+    for files in cases:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(files[0]))
+        reader.ReadImageInformation()
+        size, spacing = reader.GetSize()[::-1], reader.GetSpacing()[::-1]  # SimpleITK is x, y, z; nnU-Net z, y, x
+        shape = [max(p, int(round(n * s / t))) for n, s, t, p in zip(size[-len(patch):], spacing[-len(patch):],
+                                                                    target, patch)]
+        tiles += int(np.prod([len(steps) for steps in compute_steps_for_sliding_window(shape, patch, 0.5)]))
+    mirror_axes = predictor.allowed_mirroring_axes if predictor.use_mirroring else None
+    return tiles * 2 ** len(mirror_axes or ())
+
+
+def predict_on_cpu(model_folder: Path, folds, checkpoint: str, input_folder: str, output_folder: str,
+                   save_probabilities: bool, tta: bool, processes: int, path: str = "auto",
+                   tolerance: float = DEFAULT_TOLERANCE, log=print) -> None:
+    """What ``nnUNetv2_predict -device cpu`` does (nnU-Net's predictor, tile step 0.5, Gaussian weighting, the
+    same files written), along ``path``: a name of ``CPU_PATHS``, or ``auto`` for ``choose_cpu_path``'s pick."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=tta,
+                                perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_folder), tuple(folds), checkpoint)
+    if path == "auto":
+        cases = create_lists_from_splitted_dataset_folder(str(input_folder), predictor.dataset_json["file_ending"])
+        log(choose_cpu_path(predictor, tile_forwards(predictor, cases) * len(folds), tolerance).summary())
+    else:
+        use_path(predictor, CPU_PATHS[path])
+        log(f"CPU path: {path} ({CPU_PATHS[path].description}), as asked")
+    predictor.predict_from_files(str(input_folder), str(output_folder), save_probabilities=save_probabilities,
+                                 overwrite=True, num_processes_preprocessing=processes,
+                                 num_processes_segmentation_export=processes)

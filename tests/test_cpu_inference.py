@@ -1,0 +1,72 @@
+"""`cpu_inference`: every CPU path of `teachformer predict --device cpu` gives nnU-Net's own logits through nnU-Net's
+own sliding window, and the automatic choice is the exact path that finishes first."""
+import pytest
+import torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+from nnunet_teachformer.cpu_inference import PathNetwork, choose_cpu_path, use_path
+from nnunet_teachformer.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def predictor(trained):
+    """The tiny distilled student's predictor, with fold 0 loaded twice as if it were a two-fold ensemble."""
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                                perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(trained["folders"]["TeachFormerTrainer_tiny"]), (0,),
+                                                   "checkpoint_final.pth")
+    second = {k: v * 0.5 if v.is_floating_point() else v for k, v in predictor.list_of_parameters[0].items()}
+    predictor.list_of_parameters.append(second)
+    return predictor
+
+
+@pytest.fixture(scope="module")
+def volume(predictor):
+    patch = [int(p) for p in predictor.configuration_manager.patch_size]
+    # 1.5 patches per axis (tile step 0.5): 2 x 2 x 2 tiles
+    return torch.randn((2, *[p + p // 2 for p in patch]), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def expected(predictor, volume):
+    use_path(predictor, CPU_PATHS["nnunet"])
+    return predictor.predict_logits_from_preprocessed_data(volume).float()
+
+
+@pytest.mark.parametrize("path", [p for p in CPU_PATHS if p != "nnunet"])
+def test_each_path_gives_nnunets_logits_for_every_fold(predictor, volume, expected, path):
+    use_path(predictor, CPU_PATHS[path])
+    assert isinstance(predictor.network, PathNetwork)
+    got = predictor.predict_logits_from_preprocessed_data(volume).float()
+    assert got.shape == expected.shape
+    # nnU-Net sums the weighted tiles in float16: rounding may move a logit by a few float16 steps of the sums'
+    # size (a step is 2^-10 of it); the network's own outputs agree within the tolerance alone
+    assert (got - expected).abs().max() <= DEFAULT_TOLERANCE + 2 ** -8 * expected.abs().max()
+    patch = torch.randn((1, 2, *predictor.configuration_manager.patch_size), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        assert (predictor.network(patch) - predictor.network.network(patch)).abs().max() <= DEFAULT_TOLERANCE
+    assert torch.equal(got.argmax(0), expected.argmax(0))
+    if CPU_PATHS[path].frozen:  # one trace per fold, built once and reused for the next case
+        assert len(predictor.network._traces) == 2
+        predictor.predict_logits_from_preprocessed_data(volume)
+        assert len(predictor.network._traces) == 2
+
+
+def test_choice_is_the_exact_path_that_finishes_first_and_says_so(predictor):
+    choice = choose_cpu_path(predictor, forwards=1000, rounds=1)
+    assert set(choice.seconds_per_tile) == set(CPU_PATHS)
+    exact = [name for name, d in choice.max_abs_difference.items() if d <= DEFAULT_TOLERANCE]
+    assert choice.path.name == min(exact, key=choice.expected_seconds)
+    assert choice.build_seconds["frozen"] > 0 == choice.build_seconds["nnunet"]
+    assert predictor.network.path == choice.path if choice.path.name != "nnunet" else \
+        not isinstance(predictor.network, PathNetwork)
+    assert choice.summary().startswith(f"CPU path: {choice.path.name} (")
+
+
+def test_one_forward_does_not_pay_for_a_build(predictor):
+    choice = choose_cpu_path(predictor, forwards=0, rounds=1)  # nothing to predict: any build is pure cost
+    assert choice.path.name != "frozen"
+
+
+def test_a_path_outside_the_tolerance_is_never_taken(predictor):
+    assert choose_cpu_path(predictor, forwards=1000, tolerance=-1.0, rounds=1).path.name == "nnunet"
