@@ -49,9 +49,11 @@ class PathNetwork(nn.Module):
             if self.path.frozen:
                 start = time.perf_counter()
                 # the trace records one patch shape, the only one nnU-Net's sliding window feeds: its warnings
-                # about shape checks turned into constants do not concern this use
+                # about shape checks turned into constants do not concern this use. PyTorch 2.14 deprecates
+                # TorchScript (FutureWarning); should it go, this path fails to build and auto leaves it out.
                 with torch.no_grad(), warnings.catch_warnings():
                     warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                    warnings.simplefilter("ignore", FutureWarning)
                     traced = torch.jit.trace(self.network.eval(), self._layout(self.example), check_trace=False)
                     self._traces[self._weights] = torch.jit.optimize_for_inference(traced)
                 self.build_seconds += time.perf_counter() - start
