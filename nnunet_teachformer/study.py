@@ -245,14 +245,13 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[i
         raise TeachFormerError(f"--device {device}: no {device.upper()} device is visible to PyTorch "
                                f"{torch.__version__} here. Pass --device cpu (slower), or run on a machine with one.")
     existed_before = {p.name for p in output.iterdir()} if output.is_dir() else None
+    what, code = ("nnU-Net's prediction" if device == "cpu" else "nnUNetv2_predict"), 0
     try:
         if device == "cpu":
             from nnunet_teachformer.cpu_inference import predict_on_cpu
-            what, code = "nnU-Net's prediction", 0
             predict_on_cpu(model, folds, checkpoint, input_folder, output_folder, save_probabilities, tta,
                            processes or 3, cpu_path)
         else:
-            what = "nnUNetv2_predict"
             command = ["nnUNetv2_predict", "-i", str(input_folder), "-o", str(output_folder), "-d", str(dataset_id),
                        "-c", configuration, "-p", plans, "-tr", trainer, "-f", *map(str, folds), "-chk", checkpoint,
                        "-device", device]
