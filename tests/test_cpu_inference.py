@@ -63,7 +63,7 @@ def test_choice_is_the_exact_path_that_finishes_first_and_says_so(predictor):
     assert choice.summary().startswith(f"CPU path: {choice.path.name} (")
 
 
-def test_one_forward_does_not_pay_for_a_build(predictor):
+def test_nothing_to_predict_pays_for_no_build(predictor):
     choice = choose_cpu_path(predictor, forwards=0, rounds=1)  # nothing to predict: any build is pure cost
     assert choice.path.name != "frozen"
 
