@@ -75,6 +75,11 @@ setup(
         "nibabel",
         # the PI-CAI challenge's own preprocessing (resampling to T2W, cropping) for `teachformer convert picai22`
         "picai_prep>=2.1,<3",
+        # PI-CAI's own scoring: lesion candidates from softmax (report_guided_annotation), AUROC/AP (picai_eval),
+        # and the published fold assignment of the public baseline (picai_baseline.splits)
+        "picai_eval>=1.4,<2",
+        "report_guided_annotation>=0.3,<1",
+        "picai_baseline>=0.8,<1",
         "numpy>=1.24",
         "scipy",
         "matplotlib",

@@ -1,8 +1,9 @@
 """PI-CAI 2022 converter on small fabricated archives laid out like the public release.
 
-The archives copy the public layout: ``fold<k>/<patient>/<patient>_<study>_{t2w,adc,hbv,sag,cor}.mha`` for
-the images, and picai_labels' ``csPCa_lesion_delineations/human_expert/resampled`` (ISUP grades) and
-``AI/Bosma22a`` (binary) for the labels. As in the real data, T2W is fine in-plane with 3 mm slices and an
+The archives copy the public layout: ``[fold<k>/]<patient>/<patient>_<study>_{t2w,adc,hbv,sag,cor}.mha``
+for the images (fold None: no fold folder, as when all archives are unpacked into one folder), and
+picai_labels' ``csPCa_lesion_delineations/human_expert/resampled`` (ISUP grades) and ``AI/Bosma22a``
+(binary) for the labels. As in the real data, T2W is fine in-plane with 3 mm slices and an
 oblique direction, ADC and HBV are coarser with another origin and field of view, and labels lie on the
 T2W grid. Lesions sit at a known physical point: dark in T2W and ADC, bright in HBV.
 """
@@ -12,6 +13,7 @@ import os
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from picai_baseline.splits.picai import valid_splits
 
 from conftest import console_script, run_cli
 from nnunet_teachformer.conversion.picai22 import convert_picai22
@@ -26,7 +28,8 @@ T2W_ORIGIN = (-16.0, -30.0, 40.0)
 LESION_INDEX = (33.0, 30.0, 9.0)  # continuous T2W index (x, y, z) of the lesion centre
 CUT_LESION_INDEX = (-1.0, 30.0, 9.0)  # outside the 48-voxel in-plane crop
 
-# case id -> (fold, label: "pos"/"neg" expert label, "ai" only an AI label, fault or None)
+# case id -> (fold, label: "pos"/"neg" expert label, "ai" only an AI label, fault or None); ids that are real
+# PI-CAI ids (10000_1000000, 10010_1000010 ...) sit in the fold picai_baseline's published splits give them
 GOOD = {
     "10000_1000000": (0, "pos", None),
     "10000_1000001": (0, "neg", None),  # the same patient's second study, same fold
@@ -38,10 +41,12 @@ GOOD = {
 AI_ONLY = {"10004_1000005": (4, "ai", None)}
 BAD = {  # case id -> (fold, label, fault), with the words its reason must contain
     "10010_1000010": (1, "pos", "no_adc"),
-    "10011_1000011": (2, "pos", "label_value"),
-    "10012_1000012": (3, "neg", "hbv_elsewhere"),
+    "10011_1000011": (1, "pos", "label_value"),
+    "10012_1000012": (4, "neg", "hbv_elsewhere"),
     "10013_1000013": (4, "pos", "hbv_nan"),
 }
+# one real PI-CAI case per fold: case id -> its fold in picai_baseline's published splits
+PUBLISHED = {"10000_1000000": 0, "10008_1000008": 1, "10004_1000004": 2, "10009_1000009": 3, "10002_1000002": 4}
 REASONS = {"no_adc": "missing ADC", "label_value": "unknown values 7", "hbv_elsewhere": "do not overlap",
            "hbv_nan": "NaN"}
 
@@ -70,7 +75,7 @@ def _template(size, spacing, origin):
 
 def make_case(images, labels_root, case_id, fold, label_kind, fault=None):
     patient = case_id.split("_")[0]
-    folder = images / f"fold{fold}" / patient
+    folder = (images if fold is None else images / f"fold{fold}") / patient
     folder.mkdir(parents=True, exist_ok=True)
     t2w = _template(T2W_SIZE, T2W_SPACING, T2W_ORIGIN)
     lesion_index = CUT_LESION_INDEX if fault == "cut_lesion" else LESION_INDEX
@@ -226,7 +231,7 @@ def test_skip_bad_converts_the_rest(tmp_path):
 
 
 def test_a_lesion_cut_by_the_crop_is_refused_by_picai_prep(tmp_path):
-    images, labels = make_archive(tmp_path / "src", {**GOOD, "10020_1000020": (2, "pos", "cut_lesion")})
+    images, labels = make_archive(tmp_path / "src", {**GOOD, "10020_1000020": (0, "pos", "cut_lesion")})
     with pytest.raises(TeachFormerError, match=r"10020_1000020: picai_prep refused it: .*1 -> 0"):
         convert(images, labels, tmp_path / "raw")
     assert os.listdir(tmp_path / "raw") == []  # the cases converted before were removed with the temporary folder
@@ -266,6 +271,50 @@ def test_layout_errors_name_the_fix(tmp_path):
     with pytest.raises(TeachFormerError, match="fold<k>"):
         convert(flat, labels, tmp_path / "raw", splits="picai")
     assert os.listdir(tmp_path / "raw") == []
+
+
+def test_flat_layout_takes_the_folds_of_picai_baselines_splits(tmp_path, capsys):
+    assert all(case_id in valid_splits[k]["subject_list"] for case_id, k in PUBLISHED.items())
+    images, labels = make_archive(tmp_path / "src", {c: (None, "pos", None) for c in PUBLISHED})
+    assert sorted(p.name for p in images.iterdir()) == sorted(c.split("_")[0] for c in PUBLISHED)  # no fold<k>
+    folder = convert(images, labels, tmp_path / "raw", splits="picai")
+    splits = json.loads((folder / "splits_final.json").read_text())
+    assert [fold["val"] for fold in splits] == [[c] for c in PUBLISHED]
+    assert [fold["train"] for fold in splits] == [sorted(set(PUBLISHED) - {c}) for c in PUBLISHED]
+    meta = json.loads((folder / "dataset.json").read_text())["teachformer"]
+    assert meta["folds"] == PUBLISHED and meta["fold_source"] == "picai_baseline"
+    assert "per fold (from picai_baseline): fold0 1, fold1 1, fold2 1, fold3 1, fold4 1" in capsys.readouterr().out
+
+
+def test_a_fold_folder_that_contradicts_the_published_fold_is_a_problem(tmp_path):
+    cases = {c: (k if k % 2 else None, "pos", None) for c, k in PUBLISHED.items()}  # fold1, fold3 in folders
+    images, labels = make_archive(tmp_path / "src", {**cases, "10028_1000028": (2, "pos", None)})  # published: 3
+    with pytest.raises(TeachFormerError, match=r"1 of 6 PI-CAI cases have problems(.|\n)*\n  10028_1000028: it is "
+                                               r"in a fold2 folder \(\S*/fold2/10028\), but picai_baseline's "
+                                               r"published splits put it in fold 3\n"):
+        convert(images, labels, tmp_path / "raw", splits="picai")
+    folder = convert(images, labels, tmp_path / "raw", splits="picai", skip_bad=True)
+    meta = json.loads((folder / "dataset.json").read_text())["teachformer"]
+    assert list(meta["skipped"]) == ["10028_1000028"]
+    assert meta["folds"] == PUBLISHED and meta["fold_source"] == "mixed"
+    splits = json.loads((folder / "splits_final.json").read_text())
+    assert [fold["val"] for fold in splits] == [[c] for c in PUBLISHED]
+
+
+def test_cases_outside_the_published_splits_have_no_fold(tmp_path):
+    unknown = {"90000_9000000": (None, "pos", None), "90001_9000001": (None, "neg", None)}
+    images, labels = make_archive(tmp_path / "src", unknown)
+    with pytest.raises(TeachFormerError, match=r"^--splits picai needs the fold of every case, but 2 cases are "
+                                               r"neither under a fold<k> folder nor in picai_baseline's published "
+                                               r"splits .*\(e\.g\. 90000_9000000, 90001_9000001\)\. Put each "
+                                               r"case's patient folder under IMAGES_DIR/fold<k>/ .* or convert "
+                                               r"without --splits\.$"):
+        convert(images, labels, tmp_path / "raw", splits="picai")
+    assert os.listdir(tmp_path / "raw") == []
+    folder = convert(images, labels, tmp_path / "raw")
+    meta = json.loads((folder / "dataset.json").read_text())["teachformer"]
+    assert meta["folds"] == {c: None for c in unknown} and meta["fold_source"] is None
+    assert not (folder / "splits_final.json").exists()
 
 
 def test_output_passes_nnunet_verify_dataset_integrity(tmp_path, monkeypatch):

@@ -2,8 +2,9 @@
 
 Input, as the challenge distributes it:
 
-    IMAGES_DIR   picai_public_images_fold{0..4}.zip, each unpacked into its own folder fold<k>/:
-                 fold<k>/<patient_id>/<patient_id>_<study_id>_{t2w,adc,hbv,sag,cor}.mha
+    IMAGES_DIR   picai_public_images_fold{0..4}.zip, unpacked either each into its own folder fold<k>/
+                 or all into one folder, as picai_baseline's instructions do:
+                 [fold<k>/]<patient_id>/<patient_id>_<study_id>_{t2w,adc,hbv,sag,cor}.mha
     LABELS_DIR   the picai_labels repository:
                  csPCa_lesion_delineations/human_expert/resampled/<patient_id>_<study_id>.nii.gz  (0, ISUP 2..5)
                  csPCa_lesion_delineations/AI/Bosma22a/<patient_id>_<study_id>.nii.gz           (0, 1)
@@ -22,8 +23,15 @@ AI delineations of Bosma et al. 2022, as the PI-CAI semi-supervised baseline doe
 Teach-Former paper trained on).
 
 The official five folds are the folds the images are distributed in (fold<k>.zip holds the validation
-cases of fold k); ``splits="picai"`` writes them as ``splits_final.json``.
+cases of fold k). A case under a fold<k> folder is in fold k; any other case takes its fold from
+picai_baseline's published splits (``picai_baseline.splits.picai.valid_splits``: each fold's validation
+cases, all 1500 public cases), and a fold<k> folder that contradicts them is a problem of that case.
+``splits="picai"`` writes the folds as ``splits_final.json`` and needs a fold for every case. dataset.json
+records each case's fold and where the folds came from (``fold_source``: "folders", "picai_baseline" or
+"mixed").
 """
+import contextlib
+import io
 import json
 import re
 from collections import Counter
@@ -61,7 +69,8 @@ class PicaiCase:
     case_id: str  # <patient_id>_<study_id>, the name picai_labels uses
     patient_id: str
     folder: Path
-    fold: Optional[int]  # from a fold<k> folder above the patient's folder
+    fold: Optional[int]
+    fold_source: Optional[str]  # "folders" (a fold<k> folder above the patient's) or "picai_baseline"
     label_path: Optional[Path] = None
     problems: List[str] = field(default_factory=list)
     positive: bool = False  # set by check_case: the label has a lesion
@@ -70,11 +79,18 @@ class PicaiCase:
         return self.folder / f"{self.case_id}_{sequence}.mha"
 
 
+def published_folds() -> Dict[str, int]:
+    """<patient_id>_<study_id> -> fold, for the 1500 public cases: picai_baseline's validation splits."""
+    with contextlib.redirect_stdout(io.StringIO()):  # picai_baseline prints a banner when imported
+        from picai_baseline.splits.picai import valid_splits
+    return {case_id: fold for fold, config in valid_splits.items() for case_id in config["subject_list"]}
+
+
 def find_cases(images_dir: Path, labels_dir: Path, labels: str) -> List[PicaiCase]:
-    """Every study with at least one of its T2W, ADC or HBV scans under ``images_dir``, with its label."""
+    """Every study with at least one of its T2W, ADC or HBV scans under ``images_dir``, with its label and fold."""
     if not images_dir.is_dir():
-        raise TeachFormerError(f"{images_dir} is not a folder: pass the folder holding fold0..fold4 (the unpacked "
-                               f"picai_public_images_fold<k>.zip files).")
+        raise TeachFormerError(f"{images_dir} is not a folder: pass the folder the picai_public_images_fold<k>.zip "
+                               f"files were unpacked into.")
     for sub in LABEL_SOURCES[labels]:
         if not (labels_dir / sub).is_dir():
             raise TeachFormerError(f"{labels_dir / sub} is missing: LABELS_DIR must be the picai_labels repository "
@@ -84,11 +100,17 @@ def find_cases(images_dir: Path, labels_dir: Path, labels: str) -> List[PicaiCas
         match = SCAN_NAME.match(path.name)
         if match:
             folders.setdefault(f"{match['patient']}_{match['study']}", set()).add(path.parent)
+    published = published_folds()
     cases = []
     for case_id, where in sorted(folders.items()):
         folder = sorted(where)[0]
         folds = [int(m.group(1)) for m in map(FOLD_FOLDER.search, folder.relative_to(images_dir).parts) if m]
-        case = PicaiCase(case_id, case_id.split("_")[0], folder, folds[-1] if folds else None)
+        fold = folds[-1] if folds else published.get(case_id)
+        source = "folders" if folds else "picai_baseline" if fold is not None else None
+        case = PicaiCase(case_id, case_id.split("_")[0], folder, fold, source)
+        if published.get(case_id, fold) != fold:
+            case.problems.append(f"it is in a fold{fold} folder ({folder}), but picai_baseline's published splits "
+                                 f"put it in fold {published[case_id]}")
         if len(where) > 1:
             case.problems.append(f"found in {len(where)} folders ({', '.join(map(str, sorted(where)))})")
         cases.append(case)
@@ -149,16 +171,17 @@ def picai_folds(cases: List[PicaiCase]) -> List[Dict[str, List[str]]]:
     unplaced = [c.case_id for c in cases if c.fold is None]
     if unplaced:
         raise TeachFormerError(
-            f"--splits picai reads the official folds from the folders the images are in, but {len(unplaced)} cases "
-            f"are not under a fold<k> folder (e.g. {', '.join(unplaced[:3])}). Unpack "
-            f"picai_public_images_fold<k>.zip into IMAGES_DIR/fold<k>/ for k = 0..4.")
+            f"--splits picai needs the fold of every case, but {len(unplaced)} cases are neither under a fold<k> "
+            f"folder nor in picai_baseline's published splits of the public PI-CAI cases (e.g. "
+            f"{', '.join(unplaced[:3])}). Put each case's patient folder under IMAGES_DIR/fold<k>/ (k = 0..4) to "
+            f"give it fold k, or convert without --splits.")
     patient_folds: Dict[str, set] = {}
     for case in cases:
         patient_folds.setdefault(case.patient_id, set()).add(case.fold)
     split_patients = sorted(p for p, folds in patient_folds.items() if len(folds) > 1)
     if split_patients:
-        raise TeachFormerError(f"Patients {', '.join(split_patients[:5])} have studies in more than one fold folder; "
-                               f"the official folds keep each patient in one fold. Check how the archives were "
+        raise TeachFormerError(f"Patients {', '.join(split_patients[:5])} have studies in more than one fold; the "
+                               f"official folds keep each patient in one fold. Check how the archives were "
                                f"unpacked.")
     empty = [k for k in range(NUM_FOLDS) if not any(c.fold == k for c in cases)]
     if empty or max(c.fold for c in cases) >= NUM_FOLDS:
@@ -209,7 +232,7 @@ def convert_picai22(images_dir, labels_dir, dataset_id: int = 502, labels: str =
         if not good:
             raise TeachFormerError("No case with a csPCa lesion to convert (positives only).")
         if splits:
-            picai_folds(good)  # fails before the long conversion when the fold folders are missing
+            picai_folds(good)  # fails before the long conversion when folds are missing
 
         for folder in ("imagesTr", "labelsTr"):
             (tmp / folder).mkdir()
@@ -234,7 +257,7 @@ def convert_picai22(images_dir, labels_dir, dataset_id: int = 502, labels: str =
             converted_by="teachformer convert picai22",
             teachformer={"source": "PI-CAI 2022 public training", "labels": labels,
                          "matrix_size_zyx": list(matrix_size), "positives_only": positives_only,
-                         "folds": {c.case_id: c.fold for c in good},
+                         "folds": {c.case_id: c.fold for c in good}, "fold_source": fold_source(good),
                          "cspca_positive": sorted(c.case_id for c in good if c.positive),
                          "unlabelled": unlabelled, "negatives_left_out": negatives, "splits": splits,
                          "skipped": problems})
@@ -243,16 +266,24 @@ def convert_picai22(images_dir, labels_dir, dataset_id: int = 502, labels: str =
     return target
 
 
+def fold_source(cases: List[PicaiCase]) -> Optional[str]:
+    """Where the folds came from: "folders", "picai_baseline", "mixed", or None when no case has a fold."""
+    sources = {c.fold_source for c in cases} - {None}
+    return sources.pop() if len(sources) == 1 else ("mixed" if sources else None)
+
+
 def summary(target: Path, good: List[PicaiCase], outputs: Dict[str, sitk.Image], problems: Problems,
             unlabelled: List[str], negatives: List[str], labels: str) -> str:
     per_fold = Counter("-" if c.fold is None else c.fold for c in good)
+    source = fold_source(good)
     lines = [
         f"Wrote {target}",
         f"  cases: {len(good)} ({sum(c.positive for c in good)} with csPCa lesions); skipped {len(problems)}"
         + (f" ({', '.join(problems)})" if problems else ""),
         f"  without a label (--labels {labels}), left out: {len(unlabelled)}",
-        "  per fold: " + ", ".join(f"fold{k} {n}" if k != "-" else f"no fold folder {n}"
-                                   for k, n in sorted(per_fold.items(), key=lambda kv: str(kv[0]))),
+        "  per fold" + (f" (from {source})" if source else "") + ": "
+        + ", ".join(f"fold{k} {n}" if k != "-" else f"no fold {n}"
+                    for k, n in sorted(per_fold.items(), key=lambda kv: str(kv[0]))),
         "  " + describe_vectors("spacing (z, y, x)", (zyx_spacing(o) for o in outputs.values()), " mm"),
         "  " + describe_vectors("shape (z, y, x)", (zyx_size(o) for o in outputs.values())),
     ]
