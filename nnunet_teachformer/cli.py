@@ -80,7 +80,8 @@ def _status(a):
 def _predict(a):
     from nnunet_teachformer.study import predict
     predict(a.input, a.output, a.dataset, a.folds, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
-            device=a.device, save_probabilities=a.save_probabilities, tta=not a.disable_tta, cpu_path=a.cpu_path)
+            device=a.device, save_probabilities=a.save_probabilities, tta=not a.disable_tta, cpu_path=a.cpu_path,
+            postprocessing=not a.no_postprocessing)
 
 
 def _report(a):
@@ -235,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--device cpu: how the network runs; auto (default) measures each way on the model and takes "
                         "the one that finishes first (a once-per-fold build included) among those whose logits equal "
                         "nnU-Net's own (nnunet) within 1e-3, and says which")
+    p.add_argument("--no-postprocessing", action="store_true",
+                   help="skip the connected-component postprocessing that nnUNetv2_find_best_configuration chose for "
+                        "this model and folds (applied by default where its postprocessing.pkl exists)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("report", help="cross-validation table, paired tests, plots and gallery of every model")

@@ -2,7 +2,7 @@
 
 For every fold: the teachers that are not trained yet, the baseline student (the student's own
 architecture trainer, no distillation) and the distilled student (``TeachFormerTrainer`` or the
-variant for the chosen teachers/student). Each model is one ``nnUNetv2_train`` command, so results
+variant for the chosen teachers/student). Each model is one ``nnUNetv2_train --npz`` command, so results
 land in nnU-Net's usual folders and ``--dry-run`` output can go straight to a cluster scheduler (one
 fold per GPU is how nnU-Net users scale out). Running is idempotent and resumable: a model with
 ``checkpoint_final.pth`` is skipped, a model with an unfinished fold folder is resumed with ``--c``.
@@ -85,8 +85,9 @@ def plan_study(dataset_id, folds: Sequence[int], teachers: Sequence[str], studen
     runs = []
     for fold in folds:
         for role, trainer, env in models:
+            # --npz keeps the validation probabilities that nnUNetv2_find_best_configuration ensembles
             runs.append(ModelRun(role, trainer, fold, train_command(dataset_id, configuration, fold, plans, trainer,
-                                                                    "-device", device),
+                                                                    "-device", device, "--npz"),
                                  model_folder(dataset_name, trainer, plans, configuration, fold), env))
     return runs
 
@@ -197,13 +198,39 @@ def _undo_output(output: Path, existed_before: set) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def postprocessing_file(model: Path, folds: Sequence[int]) -> Optional[Path]:
+    """The ``postprocessing.pkl`` that ``nnUNetv2_find_best_configuration -f <folds>`` determined on this model's
+    cross-validation of exactly these folds, or None."""
+    from nnunetv2.utilities.file_path_utilities import folds_tuple_to_string
+    path = model / f"crossval_results_folds_{folds_tuple_to_string(folds)}" / "postprocessing.pkl"
+    return path if path.is_file() else None
+
+
+def _postprocess(output: Path, cases: Sequence[str], dataset_json: dict, model: Path, pp_file: Path) -> None:
+    """nnU-Net's own postprocessing steps applied in place to the cases just predicted (not to other files of the
+    output folder)."""
+    from batchgenerators.utilities.file_and_folder_operations import load_pickle
+    from nnunetv2.postprocessing.remove_connected_components import load_postprocess_save
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    pp_fns, pp_fn_kwargs = load_pickle(str(pp_file))
+    reader_writer = PlansManager(str(model / "plans.json")).image_reader_writer_class()
+    steps = ", ".join(f"{fn.__name__}({kw})" for fn, kw in zip(pp_fns, pp_fn_kwargs)) or "none (it did not help)"
+    print(f"Postprocessing chosen by nnUNetv2_find_best_configuration ({pp_file}): {steps}", flush=True)
+    for case in cases:
+        segmentation = str(output / (case + dataset_json["file_ending"]))
+        load_postprocess_save(segmentation, segmentation, reader_writer, pp_fns, pp_fn_kwargs)
+
+
 def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[int], trainer: str = "TeachFormerTrainer",
             plans: str = "TeachFormerPlans", configuration: str = "3d_fullres", device: str = "cuda",
             save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth", tta: bool = True,
-            processes: Optional[int] = None, cpu_path: str = "auto") -> None:
+            processes: Optional[int] = None, cpu_path: str = "auto", postprocessing: bool = True) -> None:
     """Predicts with ``trainer``'s ensemble of ``folds`` after checking the checkpoints and the input folder against
     the model: ``nnUNetv2_predict`` on a GPU; on the CPU nnU-Net's predictor in this process along ``cpu_path``
-    (``cpu_inference``: ``auto`` takes the fastest path that gives nnU-Net's logits, and says which).
+    (``cpu_inference``: ``auto`` takes the fastest path that gives nnU-Net's logits, and says which). Then, with
+    ``postprocessing``, the connected-component postprocessing that ``nnUNetv2_find_best_configuration`` chose for
+    this model and these folds, where it exists (``postprocessing_file``), as ``nnUNetv2_apply_postprocessing``
+    would apply it.
     ``processes`` sets the pre- and post-processing workers (-npp/-nps; nnU-Net's default is 3 each). A refused
     or failed prediction leaves no output behind: the output folder is removed if this call created it, else only
     what it added."""
@@ -246,6 +273,7 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[i
                                f"{torch.__version__} here. Pass --device cpu (slower), or run on a machine with one.")
     existed_before = {p.name for p in output.iterdir()} if output.is_dir() else None
     what, code = ("nnU-Net's prediction" if device == "cpu" else "nnUNetv2_predict"), 0
+    pp_file = postprocessing_file(model, folds) if postprocessing else None
     try:
         if device == "cpu":
             from nnunet_teachformer.cpu_inference import predict_on_cpu
@@ -259,6 +287,9 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[i
             command += ["-npp", str(processes), "-nps", str(processes)] if processes else []
             executable = Path(sys.executable).parent / command[0]
             code = subprocess.call([str(executable) if executable.exists() else command[0]] + command[1:])
+        if code == 0 and pp_file is not None:
+            what = f"the postprocessing of {pp_file}"
+            _postprocess(output, cases, dataset_json, model, pp_file)
     except Exception as e:  # an error inside nnU-Net's predictor: name it, never a traceback
         _undo_output(output, existed_before)
         raise TeachFormerError(f"{what} failed ({type(e).__name__}: {str(e).strip()[:300]}); what it had written "

@@ -171,7 +171,7 @@ def test_job_scripts_ask_for_gpus_and_pass_sbatch_options(phantom, tmp_path):
              "slurm", "--write-only", "--gpus", 2, "--sbatch-args", "--time=48:00:00"], env=env)
     script = (tmp_path / DATASET_NAME / "slurm" / f"{_name(TEACHER, 0)}.sh").read_text()
     assert "#SBATCH --gres=gpu:2\n#SBATCH --time=48:00:00\n" in script
-    assert f"-tr {TEACHER} -device cuda -num_gpus 2 " in script
+    assert f"-tr {TEACHER} -device cuda --npz -num_gpus 2 " in script
     assert f"export nnUNet_results={tmp_path}\n" in script
 
     def error(*args):

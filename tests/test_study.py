@@ -20,7 +20,7 @@ def test_dry_run_prints_every_nnunet_command(phantom):
         for trainer in ("HDenseFormerTrainer_tiny", "SwinUNETRTrainer_tiny", "UNETRTrainer_tiny",
                         "HDenseFormerLightTrainer_tiny", "TeachFormerTrainer_tiny"):
             expected = (f"nnUNetv2_train {DATASET_ID} {CONFIG} {fold} -p {TEACHFORMER_PLANS} -tr {trainer} "
-                        f"-device cpu")
+                        f"-device cpu --npz")
             assert any(line.endswith(expected) for line in lines), (expected, out)
 
 
