@@ -84,6 +84,23 @@ def _predict(a):
             postprocessing=not a.no_postprocessing)
 
 
+def _evaluate_hecktor21(a):
+    from nnunet_teachformer.evaluation.hecktor21 import evaluate_hecktor21
+    scores = evaluate_hecktor21(a.predictions, a.source, resampled_out=a.resampled_out)
+    print(scores.table())
+    if a.resampled_out:
+        print(f"Predictions on their original CT grids (the challenge's submission format): {a.resampled_out}")
+
+
+def _evaluate_picai22(a):
+    from nnunet_teachformer.evaluation.picai import bootstrap_ci, compare, evaluate_picai22
+    scores = evaluate_picai22(a.predictions, a.labels, cases=a.cases, threshold=a.threshold)
+    print(scores.table(bootstrap_ci(scores, a.resamples, a.seed)))
+    if a.compare:
+        other = evaluate_picai22(a.compare, a.labels, cases=[c.case for c in scores.cases], threshold=a.threshold)
+        print("\nPaired comparison (A - B):\n" + compare(scores, other, a.resamples, a.seed).table())
+
+
 def _report(a):
     from nnunet_teachformer.evaluation.report import build_report
     report = build_report(a.dataset, a.folds, output=a.output, reference=a.reference, device=a.device,
@@ -167,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_convert_hecktor21)
 
     p = convert.add_parser("picai22", help="PI-CAI 2022 bpMRI (T2W, ADC, HBV)")
-    p.add_argument("images_dir", help="picai_public_images folder (fold0..fold4/<patient>/<patient>_<study>_*.mha)")
+    p.add_argument("images_dir", help="picai_public_images folder ([fold<k>/]<patient>/<patient>_<study>_*.mha; "
+                                      "without fold<k>/, the fold comes from picai_baseline's published splits)")
     p.add_argument("labels_dir", help="picai_labels folder (csPCa_lesion_delineations/...)")
     _add_common_convert_args(p, 502)
     p.add_argument("--labels", choices=["human", "human+ai"], default="human")
@@ -240,6 +258,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the connected-component postprocessing that nnUNetv2_find_best_configuration chose for "
                         "this model and folds (applied by default where its postprocessing.pkl exists)")
     p.set_defaults(func=_predict)
+
+    evaluate = sub.add_parser("evaluate", help="score predictions with a challenge's own protocol").add_subparsers(
+        dest="challenge", required=True)
+    p = evaluate.add_parser("hecktor21", help="HECKTOR 2021: DSC and HD95 on the original CT grid in each patient's "
+                                              "bounding box (mean DSC, median HD95)")
+    p.add_argument("--predictions", required=True, help="folder of <PatientID>.nii.gz on the converted 1 mm crop grid")
+    p.add_argument("--source", required=True, help="the challenge's training folder the dataset was converted from "
+                                                   "(hecktor_nii/ with the GTVt labels, hecktor2021_bbox_training.csv)")
+    p.add_argument("--resampled-out", default=None, metavar="DIR",
+                   help="also write each prediction on its original CT grid here (the challenge's submission format)")
+    p.set_defaults(func=_evaluate_hecktor21)
+
+    p = evaluate.add_parser("picai22", help="PI-CAI 2022: csPCa detection from nnU-Net's probabilities (npz) with "
+                                            "picai_eval: AUROC, AP and ranking score with 95 % CIs")
+    p.add_argument("--predictions", required=True, help="folder of <case>.npz (nnUNetv2_predict --save_probabilities, "
+                                                        "or fold_X/validation after nnUNetv2_train --npz)")
+    p.add_argument("--labels", required=True, help="folder of <case>.nii.gz labels (0 background, 1 csPCa): the "
+                                                   "dataset's labelsTr or nnUNet_preprocessed/<Dataset>/"
+                                                   "gt_segmentations")
+    p.add_argument("--cases", nargs="+", default=None, help="score only these cases (default: every npz)")
+    p.add_argument("--compare", default=None, metavar="DIR",
+                   help="a second model's npz folder: paired bootstrap of the differences (--predictions minus it)")
+    p.add_argument("--threshold", choices=["dynamic", "dynamic-fast"], default="dynamic",
+                   help="extract_lesion_candidates' threshold (default dynamic, as picai_baseline's nnU-Net "
+                        "evaluation)")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the cases (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=_evaluate_picai22)
 
     p = sub.add_parser("report", help="cross-validation table, paired tests, plots and gallery of every model")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")

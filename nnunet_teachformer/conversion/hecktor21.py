@@ -17,8 +17,9 @@ an image it is filled with air (-1024 HU) in CT and 0 in PET.
 
 Output: channels ``_0000`` CT, ``_0001`` PET; labels 0 background, 1 GTVt; training cases in
 imagesTr/labelsTr, test cases in imagesTs. The centre (the letters that start the patient id: CHGJ,
-CHMR, CHUM, CHUS, CHUP, CHUV) of every case is recorded in dataset.json, and ``splits_final.json``
-(patient level; nnU-Net copies it to nnUNet_preprocessed when planning) is written on request:
+CHMR, CHUM, CHUS, CHUP, CHUV) of every case and the source folder (where the report finds the original CTs,
+labels and boxes to score the challenge's way: ``evaluation.hecktor21``) are recorded in dataset.json, and
+``splits_final.json`` (patient level; nnU-Net copies it to nnUNet_preprocessed when planning) is written on request:
 ``centre`` keeps every centre within one fold, ``random`` is nnU-Net's own five-fold split.
 """
 import csv
@@ -282,7 +283,7 @@ def convert_hecktor21(src, dataset_id: int = 501, crop_mm: float = 144, out=None
             reference="https://www.aicrowd.com/challenges/miccai-2021-hecktor",
             license="HECKTOR 2021 data use agreement (see the challenge website)",
             converted_by="teachformer convert hecktor21",
-            teachformer={"source": "HECKTOR 2021", "crop_mm": crop_mm, "spacing_mm": [SPACING_MM] * 3,
+            teachformer={"source": "HECKTOR 2021", "source_folder": str(src), "crop_mm": crop_mm, "spacing_mm": [SPACING_MM] * 3,
                          "centres": centres, "test_cases": sorted(c.patient_id for c in good if c.part == "test"),
                          "splits": splits, "skipped": problems})
 

@@ -16,6 +16,7 @@ record is marked. Output (default ``$nnUNet_results/<Dataset>/teachformer_report
     report.md          the table, the paired tests, effect sizes per fold, missing folds/models, teachers, rules
     models.csv         one row per model (fractions, not percent; per-fold Dice columns)
     paired_tests.csv   reference vs every other model (raw and Holm p, effect size pooled and per fold)
+    challenge.csv      HECKTOR 2021 / PI-CAI 2022 datasets: the challenge's own figures per model (``challenge``)
     per_case.csv       Dice and HD95 per model and validation case
     *.png              trade-off scatters, per-case box plot, loss curves, case gallery
     cache/             HD95 per fold, reused while the predictions are unchanged
@@ -35,6 +36,7 @@ import torch
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.evaluation import gallery as gallery_module
 from nnunet_teachformer.evaluation import plots
+from nnunet_teachformer.evaluation.challenge import report_section
 from nnunet_teachformer.evaluation.complexity import Complexity, model_folder_complexity
 from nnunet_teachformer.evaluation.latency import Latency, time_inference
 from nnunet_teachformer.evaluation.metrics import CaseValues, case_score, count_undefined, hd95_per_case
@@ -459,8 +461,17 @@ def build_report(dataset, folds: Sequence[int] = (0, 1, 2, 3, 4), output=None, r
     figures = _figures(output, folders, rows, labels, dataset_json, reference_row, gallery_cases, log)
 
     table = _model_table(rows, label_names, labels, reference_row, tests_by_name)
+    ending = dataset_json["file_ending"]
+    challenge = report_section(dataset_json, {r.name: {c: fold.validation_folder / (c + ending) for fold in
+                                                       r.model.folds.values() for c in fold.dice}
+                                              for r in rows if r.model.complete}, folders.gt_segmentations,
+                               reference_row.name if reference_row else None)
+    if challenge is not None and challenge.rows:
+        header = list(dict.fromkeys(k for r in challenge.rows for k in r))
+        files["challenge_csv"] = _write_csv(output / "challenge.csv", header,
+                                            [[r.get(k, "") for k in header] for r in challenge.rows])
     markdown = _report_markdown(folders, folds, rows, table, tests, reference_rule, missing, figures, device,
-                                timing, mirroring)
+                                timing, mirroring, challenge.lines if challenge else [])
     files["report_md"] = output / "report.md"
     files["report_md"].write_text(markdown)
     return Report(output, table, markdown, files, figures, rows, tests,
@@ -531,7 +542,7 @@ def _gallery(output, folders, rows, dataset_json, reference, count, log) -> Dict
 
 
 def _report_markdown(folders, folds, rows, table, tests, reference_rule, missing, figures, device, timing,
-                     mirroring) -> str:
+                     mirroring, challenge_lines) -> str:
     lines = [f"# Teach-Former report: {folders.name}", "",
              f"Folds requested: {', '.join(map(str, folds))}. Reference for the paired tests: **{reference_rule}**. "
              f"Dice in %, mean ± sd over folds (nnU-Net's validation summary.json). ΔDice = reference − other, mean "
@@ -542,7 +553,7 @@ def _report_markdown(folders, folds, rows, table, tests, reference_rule, missing
         lines += [f"{UNVERIFIED_MARK} taught (in at least one fold) by a teacher without a provenance record, or "
                   f"with no record of its teachers: nothing shows that its teachers never trained on this "
                   f"student's validation cases, so its numbers may be optimistic (see Teachers).", ""]
-    lines += [table, ""]
+    lines += [table, ""] + challenge_lines
     if missing:
         lines += ["## Missing", ""] + [f"- {m}" for m in missing] + [""]
         lines += ["Models with missing folds show no cross-validated Dice: it is never averaged over fewer folds.",
