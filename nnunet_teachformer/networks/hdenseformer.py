@@ -25,7 +25,7 @@ description, with layer counts and widths checked against the authors' public co
 
 Every axis of the input must be a multiple of 16 (the patch embedding; the encoder needs 8). The
 position embedding is learned for the grid of the plans' patch size; other admissible sizes (e.g.
-whole-volume inference) use a trilinearly resized copy of it.
+whole-volume inference) use a trilinearly (2D: bilinearly) resized copy of it.
 
 Parameters at 2 input channels, 2 classes: ``paper`` (nf 32, depth 24) 11.56M, as the authors' code
 (11,561,288) and the Teach-Former paper. H-DenseFormer Light narrows only the widths tied to nf:
@@ -46,8 +46,22 @@ Deviations from the authors' code, none of which changes the parameter count:
 Taps: coarse = ``bottleneck_tap`` (encoder level 4 plus its transformer context: 8 nf channels at
 1/8, what the decoder and the 1/8 head receive); fine = ``decoder[1]`` (second-to-last decoder
 stage: 2 nf channels at 1/2).
+
+2D (nnU-Net's ``2d`` configuration, a (y, x) patch): the same network with 2D layers, chosen by
+``len(patch_size)`` from ``LAYERS``. The authors' 2D variant (``models/HDenseFormer_2D.py``, used for
+their PI-CAI22 configuration in ``config.py``: ``HDenseFormer_2D_32``, i.e. nf 32, transformer depth
+24, 3 input channels, 2 classes, 384x384 slices) differs from the 3D one only in the
+dimensionality of its layers: 16x16 patch embedding to 4 nf channels, one path per modality, the same
+DCT blocks (depth / 4 blocks of 4 dense layers, growth 32, 8 heads, MLP 2x growth), a 2D learned
+position embedding over the (Y/16, X/16) grid, the context path as conv + InstanceNorm + ReLU + 2x
+bilinear upsampling to 1/8..1, the 2D encoder/decoder with the same widths, max-pooling and 3x3
+stride-2 transposed convolutions, and the same four heads (full resolution, decoder at 1/2 and 1/4,
+bottleneck at 1/8). Hence the same presets, taps and deep-supervision scales here; only the
+parameters of the convolutions and of the position embedding change with the dimensionality: ``paper``
+in 2D at 3 in / 2 classes / 384x384 has 5.20M (5,197,032, equal to a count of the authors' 2D layer
+list), the Light preset 1.31M.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +72,22 @@ from nnunet_teachformer.networks.spec import NetworkSpec
 from nnunet_teachformer.networks.taps import Tap
 
 PATCH = 16  # edge of the transformer's patch embedding, in voxels
+
+
+class Layers(NamedTuple):
+    """The layer types of one spatial dimensionality."""
+    conv: type
+    norm: type
+    pool: type
+    conv_transpose: type
+    interpolation: str  # F.interpolate / nn.Upsample mode
+
+
+# by the number of spatial dimensions: nnU-Net's 2d configuration (B, C, Y, X) and 3d ones (B, C, Z, Y, X)
+LAYERS = {
+    2: Layers(nn.Conv2d, nn.InstanceNorm2d, nn.MaxPool2d, nn.ConvTranspose2d, "bilinear"),
+    3: Layers(nn.Conv3d, nn.InstanceNorm3d, nn.MaxPool3d, nn.ConvTranspose3d, "trilinear"),
+}
 
 
 class SelfAttention(nn.Module):
@@ -115,12 +145,14 @@ class DCTBlock(nn.Module):
 
 
 class ModalityPath(nn.Module):
-    """One path of the Multi-path Parallel Embedding: a single channel -> (B, embed_dim, D/16, H/16, W/16)."""
+    """One path of the Multi-path Parallel Embedding: a single channel -> (B, embed_dim, D/16, H/16, W/16)
+    (in 2D: (B, embed_dim, Y/16, X/16))."""
 
-    def __init__(self, embed_dim: int, grid: Tuple[int, int, int], blocks: int, growth: int, layers: int,
+    def __init__(self, embed_dim: int, grid: Tuple[int, ...], blocks: int, growth: int, layers: int,
                  heads: int, dropout: float):
         super().__init__()
-        self.patch_embed = nn.Conv3d(1, embed_dim, kernel_size=PATCH, stride=PATCH)
+        self.interpolation = LAYERS[len(grid)].interpolation
+        self.patch_embed = LAYERS[len(grid)].conv(1, embed_dim, kernel_size=PATCH, stride=PATCH)
         self.pos_embed = nn.Parameter(torch.empty(1, embed_dim, *grid))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.drop = nn.Dropout(dropout)
@@ -131,33 +163,35 @@ class ModalityPath(nn.Module):
         grid = x.shape[2:]
         pos = self.pos_embed
         if pos.shape[2:] != grid:
-            pos = F.interpolate(pos, size=grid, mode="trilinear", align_corners=False)
+            pos = F.interpolate(pos, size=grid, mode=self.interpolation, align_corners=False)
         tokens = self.drop((x + pos).flatten(2).transpose(1, 2))
         return self.blocks(tokens).transpose(1, 2).reshape(x.shape)
 
 
 class ContextUp(nn.Sequential):
-    """Conv + InstanceNorm + ReLU, then 2x trilinear upsampling: carries transformer context down the levels."""
+    """Conv + InstanceNorm + ReLU, then 2x tri-/bilinear upsampling: carries transformer context down the levels."""
 
-    def __init__(self, in_ch: int, out_ch: int):
-        super().__init__(nn.Conv3d(in_ch, out_ch, 3, padding=1), nn.InstanceNorm3d(out_ch), nn.ReLU(inplace=True),
-                         nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False))
+    def __init__(self, in_ch: int, out_ch: int, dims: int = 3):
+        ops = LAYERS[dims]
+        super().__init__(ops.conv(in_ch, out_ch, 3, padding=1), ops.norm(out_ch), nn.ReLU(inplace=True),
+                         nn.Upsample(scale_factor=2, mode=ops.interpolation, align_corners=False))
 
 
 class DoubleConv(nn.Sequential):
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, dims: int = 3):
+        ops = LAYERS[dims]
         layers = []
         for c_in in (in_ch, out_ch):
-            layers += [nn.Conv3d(c_in, out_ch, 3, padding=1, bias=False), nn.InstanceNorm3d(out_ch, affine=True),
+            layers += [ops.conv(c_in, out_ch, 3, padding=1, bias=False), ops.norm(out_ch, affine=True),
                        nn.ReLU(inplace=True)]
         super().__init__(*layers)
 
 
 class DecoderStage(nn.Module):
-    def __init__(self, in_ch: int, skip_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, dims: int = 3):
         super().__init__()
-        self.up = nn.ConvTranspose3d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1)
-        self.conv = DoubleConv(out_ch + skip_ch, out_ch)
+        self.up = LAYERS[dims].conv_transpose(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1)
+        self.conv = DoubleConv(out_ch + skip_ch, out_ch, dims)
 
     def forward(self, x, skip):
         return self.conv(torch.cat([self.up(x), skip], dim=1))
@@ -171,6 +205,8 @@ class HDenseFormer(NoFP16):
         if transformer_depth % dense_layers:
             raise ValueError(f"transformer_depth {transformer_depth} must be a multiple of dense_layers {dense_layers}")
         check_size(patch_size)
+        self.spatial_dims = dims = len(patch_size)
+        ops = LAYERS[dims]
         nf = base_filters
         embed_dim = embed_dim or 4 * nf
         grid = tuple(int(p) // PATCH for p in patch_size)
@@ -179,20 +215,21 @@ class HDenseFormer(NoFP16):
             ModalityPath(embed_dim, grid, transformer_depth // dense_layers, growth_rate, dense_layers, num_heads,
                          dropout) for _ in range(in_channels))
         # context maps at 1/8, 1/4, 1/2, 1
-        self.context = nn.ModuleList([ContextUp(in_channels * embed_dim, 8 * nf), ContextUp(8 * nf, 4 * nf),
-                                      ContextUp(4 * nf, 2 * nf), ContextUp(2 * nf, nf)])
+        self.context = nn.ModuleList([ContextUp(in_channels * embed_dim, 8 * nf, dims), ContextUp(8 * nf, 4 * nf, dims),
+                                      ContextUp(4 * nf, 2 * nf, dims), ContextUp(2 * nf, nf, dims)])
         widths = (nf, 2 * nf, 4 * nf, 8 * nf)
-        self.encoder = nn.ModuleList(DoubleConv(c_in, c_out) for c_in, c_out in zip((in_channels,) + widths, widths))
-        self.pool = nn.MaxPool3d(2)
+        self.encoder = nn.ModuleList(DoubleConv(c_in, c_out, dims)
+                                     for c_in, c_out in zip((in_channels,) + widths, widths))
+        self.pool = ops.pool(2)
         self.bottleneck_tap = nn.Identity()
-        self.decoder = nn.ModuleList([DecoderStage(8 * nf, 4 * nf, 4 * nf), DecoderStage(4 * nf, 2 * nf, 2 * nf),
-                                      DecoderStage(2 * nf, nf, nf)])
-        self.head = nn.Conv3d(nf, num_classes, 1)
+        self.decoder = nn.ModuleList([DecoderStage(8 * nf, 4 * nf, 4 * nf, dims),
+                                      DecoderStage(4 * nf, 2 * nf, 2 * nf, dims), DecoderStage(2 * nf, nf, nf, dims)])
+        self.head = ops.conv(nf, num_classes, 1)
         # deep-supervision heads on the bottleneck (1/8) and the decoder at 1/4 and 1/2
-        self.aux_heads = nn.ModuleList(nn.Conv3d(c, num_classes, 1) for c in (8 * nf, 4 * nf, 2 * nf))
+        self.aux_heads = nn.ModuleList(ops.conv(c, num_classes, 1) for c in (8 * nf, 4 * nf, 2 * nf))
 
     def forward(self, x) -> Union[torch.Tensor, List[torch.Tensor]]:
-        check_size(x.shape[2:])
+        check_size(x.shape[2:], self.spatial_dims)
         h = torch.cat([path(x[:, i:i + 1]) for i, path in enumerate(self.paths)], dim=1)
         contexts = []
         for up in self.context:
@@ -218,9 +255,12 @@ class HDenseFormer(NoFP16):
         return {"coarse": Tap(self.bottleneck_tap), "fine": Tap(self.decoder[1])}
 
 
-def check_size(spatial: Sequence[int]) -> None:
-    if len(spatial) != 3 or any(int(s) % PATCH or int(s) <= 0 for s in spatial):
-        raise ValueError(f"H-DenseFormer needs a 3D input whose axes are positive multiples of {PATCH}, "
+def check_size(spatial: Sequence[int], dims: Optional[int] = None) -> None:
+    """``spatial`` must have ``dims`` axes (2 or 3 when None), each a positive multiple of the patch embedding."""
+    wanted = (dims,) if dims else tuple(LAYERS)
+    if len(spatial) not in wanted or any(int(s) % PATCH or int(s) <= 0 for s in spatial):
+        kind = " or ".join(f"{d}D" for d in wanted)
+        raise ValueError(f"H-DenseFormer needs a {kind} input whose axes are positive multiples of {PATCH}, "
                          f"got {list(spatial)}")
 
 

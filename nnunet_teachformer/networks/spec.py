@@ -3,6 +3,9 @@
 One spec per architecture (in its own module): how to build it from nnU-Net's plans, its width
 presets (``paper`` = the size its paper uses, ``tiny`` = CPU tests), which patch sizes it can take,
 whether it has deep-supervision heads, and whether the Teach-Former paper uses it as a teacher.
+
+There is no spec per dimensionality: every network is 2D or 3D as the plans' patch is (nnU-Net's ``2d``
+configuration has a (y, x) patch, the 3D ones a (z, y, x) patch), and the patch rules apply per axis.
 """
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence, Tuple
@@ -10,6 +13,10 @@ from typing import Callable, Mapping, Optional, Sequence, Tuple
 from torch import nn
 
 from nnunet_teachformer.errors import TeachFormerError
+
+# spatial dimensionalities every network takes: nnU-Net's `2d` configuration feeds (B, C, Y, X), the 3D ones
+# (B, C, Z, Y, X); a network's dimensionality is that of the plans' patch (len(patch_size))
+SPATIAL_DIMS = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -35,8 +42,9 @@ class NetworkSpec:
 
     def patch_problem(self, patch_size: Sequence[int], dataset: str = "<ID>") -> Optional[str]:
         """Why this network cannot take ``patch_size``, or None if it can (``dataset`` goes into the fix)."""
-        if len(patch_size) != 3:
-            return f"{self.name} is a 3D network; the configuration's patch {list(patch_size)} is not 3D."
+        if len(patch_size) not in SPATIAL_DIMS:
+            return (f"{self.name} is a 2D or 3D network; the configuration's patch {list(patch_size)} has "
+                    f"{len(patch_size)} axes, not 2 (nnU-Net's 2d: y, x) or 3 (3d_fullres: z, y, x).")
         bad = [int(p) for p in patch_size if int(p) % self.patch_multiple]
         if bad:
             fixed = [max(self.patch_multiple, round(int(p) / self.patch_multiple) * self.patch_multiple)

@@ -3,6 +3,10 @@
 Taps: coarse = ``encoder10`` (bottleneck, 16*feature_size channels at 1/32), fine = ``decoder2``
 (second-to-last decoder stage, feature_size channels at 1/2). MONAI >= 1.5 infers the grid from the
 input, which must be a multiple of 32 on every axis.
+
+2D or 3D as the plans' patch is (``spatial_dims = len(patch_size)``): MONAI's SwinUNETR builds 2D windows,
+patch merging and relative position tables from the same arguments, and an int ``window_size`` (the
+presets') is repeated per axis, so the presets serve both; ``depths``/``num_heads`` are per stage, not per axis.
 """
 from monai.networks.nets import SwinUNETR
 
@@ -17,7 +21,8 @@ class SwinUNETRNet(NoFP16, SwinUNETR):
 
 
 def build_swin_unetr(num_input_channels, num_classes, patch_size, deep_supervision, **preset):
-    return SwinUNETRNet(in_channels=num_input_channels, out_channels=num_classes, spatial_dims=3, **preset)
+    return SwinUNETRNet(in_channels=num_input_channels, out_channels=num_classes,
+                        spatial_dims=len(patch_size), **preset)
 
 
 SWIN_UNETR_SPEC = NetworkSpec(

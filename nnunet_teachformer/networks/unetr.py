@@ -4,6 +4,9 @@ UNETR's ViT has a fixed grid of 16-voxel patches, so the network is built for ex
 patch size (nnU-Net's sliding-window inference always feeds that size). Taps: coarse = the last ViT
 hidden state reshaped to (hidden_size, D/16, H/16, W/16), read as the input of ``decoder5``;
 fine = ``decoder3`` (second-to-last decoder stage, 2*feature_size channels at 1/2).
+
+2D or 3D as the plans' patch is: ``spatial_dims = len(patch_size)`` and ``img_size`` the (y, x) or
+(z, y, x) patch; in 2D the ViT sees 16x16 patches and the coarse tap is (hidden_size, Y/16, X/16).
 """
 from monai.networks.nets import UNETR
 
@@ -19,7 +22,7 @@ class UNETRNet(NoFP16, UNETR):
 
 def build_unetr(num_input_channels, num_classes, patch_size, deep_supervision, **preset):
     return UNETRNet(in_channels=num_input_channels, out_channels=num_classes, img_size=patch_size,
-                    spatial_dims=3, proj_type="conv", norm_name="instance", **preset)
+                    spatial_dims=len(patch_size), proj_type="conv", norm_name="instance", **preset)
 
 
 UNETR_SPEC = NetworkSpec(

@@ -19,6 +19,10 @@ MONAI has no 3D UX-Net, so this module implements it from the paper's descriptio
 
 The bottleneck sits at 1/16, so every patch axis must be a multiple of 16.
 
+2D (nnU-Net's ``2d`` configuration, a (y, x) patch): the same network as a 2D UX-Net, chosen by
+``len(patch_size)``: depthwise 7x7 convs, 7x7 stride-2 stem, 2x2 stride-2 downsampling, the same widths,
+depths and hidden size, and MONAI's blocks with ``spatial_dims=2``; same taps (at 1/16 and 1/2).
+
 Taps: coarse = ``bottleneck`` (``hidden_size`` channels at 1/16), fine = ``up_blocks[2]``, the
 decoder stage at 1/2 resolution (``widths[1]`` channels) just before the one that restores full
 resolution.
@@ -46,10 +50,11 @@ from nnunet_teachformer.networks.spec import NetworkSpec
 from nnunet_teachformer.networks.taps import Tap
 
 LAYER_NORM_EPS = 1e-6
+CONV = {2: nn.Conv2d, 3: nn.Conv3d}  # by the number of spatial dimensions (len(patch_size))
 
 
 class ChannelLayerNorm(nn.LayerNorm):
-    """LayerNorm over the channel axis of a (B, C, D, H, W) tensor."""
+    """LayerNorm over the channel axis of a (B, C, D, H, W) or (B, C, Y, X) tensor."""
 
     def __init__(self, channels: int):
         super().__init__(channels, eps=LAYER_NORM_EPS)
@@ -61,33 +66,38 @@ class ChannelLayerNorm(nn.LayerNorm):
 class UXBlock(nn.Module):
     """Depthwise large-kernel conv, LayerNorm, per-channel pointwise MLP, layer scale, residual."""
 
-    def __init__(self, channels: int, kernel_size: int = 7, expansion: int = 4, layer_scale_init: float = 1e-6):
+    def __init__(self, channels: int, kernel_size: int = 7, expansion: int = 4, layer_scale_init: float = 1e-6,
+                 spatial_dims: int = 3):
         super().__init__()
-        self.depthwise = nn.Conv3d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
+        conv = CONV[spatial_dims]
+        self.depthwise = conv(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
         self.norm = ChannelLayerNorm(channels)
         # "depthwise convolution scaling": groups=channels, so each channel is expanded to `expansion`
         # features and reduced back on its own, instead of a fully connected MLP mixing all channels
-        self.expand = nn.Conv3d(channels, expansion * channels, 1, groups=channels)
+        self.expand = conv(channels, expansion * channels, 1, groups=channels)
         self.act = nn.GELU()
-        self.reduce = nn.Conv3d(expansion * channels, channels, 1, groups=channels)
+        self.reduce = conv(expansion * channels, channels, 1, groups=channels)
         self.layer_scale = nn.Parameter(torch.full((channels,), float(layer_scale_init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.reduce(self.act(self.expand(self.norm(self.depthwise(x)))))
-        return x + self.layer_scale.view(1, -1, 1, 1, 1) * y
+        return x + self.layer_scale.view(1, -1, *(1,) * (x.ndim - 2)) * y
 
 
 class UXNetEncoder(nn.Module):
     """Stem + four UX stages; returns the LayerNormed output of every stage (1/2, 1/4, 1/8, 1/16)."""
 
-    def __init__(self, in_channels: int, widths: Sequence[int], depths: Sequence[int], kernel_size: int):
+    def __init__(self, in_channels: int, widths: Sequence[int], depths: Sequence[int], kernel_size: int,
+                 spatial_dims: int = 3):
         super().__init__()
-        stem = nn.Sequential(nn.Conv3d(in_channels, widths[0], 7, stride=2, padding=3), ChannelLayerNorm(widths[0]))
+        conv = CONV[spatial_dims]
+        stem = nn.Sequential(conv(in_channels, widths[0], 7, stride=2, padding=3), ChannelLayerNorm(widths[0]))
         self.downsample = nn.ModuleList(
-            [stem] + [nn.Sequential(ChannelLayerNorm(c_in), nn.Conv3d(c_in, c_out, 2, stride=2))
+            [stem] + [nn.Sequential(ChannelLayerNorm(c_in), conv(c_in, c_out, 2, stride=2))
                       for c_in, c_out in zip(widths[:-1], widths[1:])])
         self.stages = nn.ModuleList(
-            nn.Sequential(*(UXBlock(c, kernel_size) for _ in range(d))) for c, d in zip(widths, depths))
+            nn.Sequential(*(UXBlock(c, kernel_size, spatial_dims=spatial_dims) for _ in range(d)))
+            for c, d in zip(widths, depths))
         self.out_norms = nn.ModuleList(ChannelLayerNorm(c) for c in widths)
 
     def forward(self, x: torch.Tensor):
@@ -101,20 +111,24 @@ class UXNetEncoder(nn.Module):
 class UXNet(NoFP16):
     def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (48, 96, 192, 384),
                  hidden_size: int = 768, depths: Sequence[int] = (2, 2, 2, 2), kernel_size: int = 7,
-                 norm_name: str = "instance"):
+                 norm_name: str = "instance", spatial_dims: int = 3):
         super().__init__()
         if len(widths) != 4 or len(depths) != 4:
             raise ValueError(f"3D UX-Net has four stages; got widths {list(widths)} and depths {list(depths)}")
+        if spatial_dims not in CONV:
+            raise ValueError(f"UX-Net is 2D or 3D, not {spatial_dims}D")
         self.deep_supervision = False  # interface uniformity with the deep-supervised networks; unused
+        self.spatial_dims = spatial_dims
 
         def basic(c_in, c_out):
-            return UnetrBasicBlock(3, c_in, c_out, kernel_size=3, stride=1, norm_name=norm_name, res_block=True)
+            return UnetrBasicBlock(spatial_dims, c_in, c_out, kernel_size=3, stride=1, norm_name=norm_name,
+                                   res_block=True)
 
         def up(c_in, c_out):
-            return UnetrUpBlock(3, c_in, c_out, kernel_size=3, upsample_kernel_size=2, norm_name=norm_name,
+            return UnetrUpBlock(spatial_dims, c_in, c_out, kernel_size=3, upsample_kernel_size=2, norm_name=norm_name,
                                 res_block=True)
 
-        self.encoder = UXNetEncoder(in_channels, widths, depths, kernel_size)
+        self.encoder = UXNetEncoder(in_channels, widths, depths, kernel_size, spatial_dims)
         # skip connections at 1, 1/2, 1/4, 1/8: the raw input, then the first three stage outputs
         self.skip_blocks = nn.ModuleList(
             [basic(in_channels, widths[0])] + [basic(c_in, c_out) for c_in, c_out in zip(widths[:-1], widths[1:])])
@@ -123,7 +137,7 @@ class UXNet(NoFP16):
         self.up_blocks = nn.ModuleList(
             [up(hidden_size, widths[3])] + [up(c_in, c_out) for c_in, c_out in zip(widths[:0:-1], widths[-2::-1])])
         self.final_block = basic(widths[0], widths[0])
-        self.out = UnetOutBlock(3, widths[0], num_classes)
+        self.out = UnetOutBlock(spatial_dims, widths[0], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stages = self.encoder(x)
@@ -138,7 +152,7 @@ class UXNet(NoFP16):
 
 
 def build_uxnet(num_input_channels, num_classes, patch_size, deep_supervision, **preset):
-    return UXNet(num_input_channels, num_classes, **preset)
+    return UXNet(num_input_channels, num_classes, **preset, spatial_dims=len(patch_size))
 
 
 _REFERENCE = ("Lee et al., 3D UX-Net: A Large Kernel Volumetric ConvNet Modernizing Hierarchical Transformer "
