@@ -31,9 +31,10 @@ def _convert_picai22(a):
 
 def _plan(a):
     from nnunet_teachformer.planners.plan import format_summary, plan_dataset
-    summary = plan_dataset(a.dataset, configuration=a.configuration, gpu_memory_gb=a.gpu_memory,
-                           num_processes=a.num_processes)
-    print(format_summary(summary))
+    for configuration in dict.fromkeys(a.configuration):
+        summary = plan_dataset(a.dataset, configuration=configuration, gpu_memory_gb=a.gpu_memory,
+                               num_processes=a.num_processes)
+        print(format_summary(summary))
 
 
 def _train(a):
@@ -199,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="plan TeachFormerPlans (patches of multiples of 32) and preprocess")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
-    p.add_argument("-c", "--configuration", default="3d_fullres")
+    p.add_argument("-c", "--configuration", nargs="+", default=["2d", "3d_fullres"],
+                   help="configurations to preprocess (default: 2d and 3d_fullres, as nnU-Net plans them)")
     p.add_argument("--gpu-memory", type=float, default=None, metavar="GB",
                    help="GPU memory to plan patch and batch size for (default: nnU-Net's 8 GB)")
     p.add_argument("-np", "--num-processes", type=int, default=2,

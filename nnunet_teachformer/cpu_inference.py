@@ -28,6 +28,9 @@ from torch import nn
 from nnunet_teachformer.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, CpuPath
 
 
+CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # by tensor rank: nnU-Net's 2d and 3d
+
+
 class PathNetwork(nn.Module):
     """Stands in for the network in nnU-Net's predictor and runs it along ``path``. nnU-Net loads each fold's
     weights with ``load_state_dict`` before every case; the frozen trace of each fold is built the first time
@@ -36,8 +39,8 @@ class PathNetwork(nn.Module):
     def __init__(self, network: nn.Module, path: CpuPath, example: torch.Tensor):
         super().__init__()
         self.network, self.path, self.example = network, path, example
-        if path.channels_last:
-            self.network.to(memory_format=torch.channels_last_3d)  # load_state_dict keeps this layout
+        self.memory_format = CHANNELS_LAST[example.ndim] if path.channels_last else torch.contiguous_format
+        self.network.to(memory_format=self.memory_format)  # load_state_dict keeps this layout
         self._traces: Dict[int, torch.jit.ScriptModule] = {}
         self._weights: Optional[int] = None
         self.build_seconds = 0.0
@@ -60,7 +63,7 @@ class PathNetwork(nn.Module):
             return result
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last_3d) if self.path.channels_last and x.ndim == 5 else x
+        return x.contiguous(memory_format=self.memory_format)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._layout(x)
@@ -142,7 +145,8 @@ def _example_patch(predictor) -> torch.Tensor:
 
 def tile_forwards(predictor, cases: Sequence[Sequence[str]]) -> int:
     """Network forwards that predicting ``cases`` (lists of channel files) needs with one fold: each case's tiles
-    at the plans' spacing (its size read from the first channel's header), times the mirrorings of TTA."""
+    at the plans' spacing (its size read from the first channel's header; in 2D, per slice), times the
+    mirrorings of TTA."""
     import SimpleITK as sitk
     from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
@@ -157,7 +161,8 @@ def tile_forwards(predictor, cases: Sequence[Sequence[str]]) -> int:
         size, spacing = reader.GetSize()[::-1], reader.GetSpacing()[::-1]  # SimpleITK is x, y, z; nnU-Net z, y, x
         shape = [max(p, int(round(n * s / t))) for n, s, t, p in zip(size[-len(patch):], spacing[-len(patch):],
                                                                     target, patch)]
-        tiles += int(np.prod([len(steps) for steps in compute_steps_for_sliding_window(shape, patch, 0.5)]))
+        slices = int(np.prod(size[:-len(patch)]))  # 2d configuration: every slice is predicted on its own
+        tiles += slices * int(np.prod([len(steps) for steps in compute_steps_for_sliding_window(shape, patch, 0.5)]))
     mirror_axes = predictor.allowed_mirroring_axes if predictor.use_mirroring else None
     return tiles * 2 ** len(mirror_axes or ())
 

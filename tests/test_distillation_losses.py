@@ -63,6 +63,28 @@ def test_afs_ignores_masked_voxels():
     assert attention_feature_similarity(student, [t_map], valid=valid).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_afs_on_2d_maps_by_hand():
+    """nnU-Net's 2d configuration: (B, C, Y, X) taps. Student map (1, 0 / 0, 0), teacher map at half the grid
+    resized bilinearly to a constant: unit-L2 vectors (1, 0, 0, 0) and (0.5, 0.5, 0.5, 0.5), squared distance
+    (0.5^2 + 3 x 0.5^2) = 1."""
+    student = torch.zeros(1, 2, 2, 2)
+    student[0, :, 0, 0] = 1.0  # attention map: 1 at (0, 0), 0 elsewhere
+    teacher = attention_map(torch.full((1, 4, 1, 1), 3.0))  # one cell: bilinear resize gives a constant 2x2
+    assert attention_feature_similarity(student, [teacher]).item() == pytest.approx(1.0, abs=1e-6)
+    assert attention_feature_similarity(student, [teacher], distance="l1").item() == pytest.approx(2.0, abs=1e-6)
+    valid = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    valid[..., :2, :2] = True  # only the first cell of the 2x2 grid is valid (pooled from the 4x4 mask)
+    assert attention_feature_similarity(student, [teacher], valid=valid).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pixelwise_kl_on_2d_maps_by_hand():
+    p, q = (0.8, 0.2), (0.5, 0.5)
+    kl = 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5)
+    student = torch.log(torch.tensor(q)).view(1, 2, 1, 1).repeat(1, 1, 2, 3)  # (B, C, Y, X)
+    teacher = torch.tensor(p).view(1, 2, 1, 1).repeat(1, 1, 2, 3)
+    assert pixelwise_distillation(student, teacher, 1.0).item() == pytest.approx(kl, rel=1e-5)
+
+
 def _logits_for(q, temperature):
     return temperature * torch.log(torch.tensor(q)).view(1, len(q), 1, 1, 1)
 

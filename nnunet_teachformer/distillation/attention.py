@@ -1,10 +1,10 @@
 """Attention maps and L_AFS, the attention-feature similarity between a student and its teachers.
 
 a(F) = mean over channels of |F|^p (p = 2, Zagoruyko & Komodakis 2017): a channel-free spatial map,
-so networks of any width and architecture can be compared. Teacher maps are resized (trilinear) to the
-student's grid at the same tap, every map is flattened per sample and normalised to unit L2 (or L1)
-norm, and the distance between the student's and a teacher's map is the squared L2 norm (or the L1
-norm) of their difference, averaged over the batch. With unit-norm maps the squared L2 distance lies
+so networks of any width and architecture can be compared. Teacher maps are resized (trilinear in 3D,
+bilinear in 2D) to the student's grid at the same tap, every map is flattened per sample and normalised
+to unit L2 (or L1) norm, and the distance between the student's and a teacher's map is the squared L2
+norm (or the L1 norm) of their difference, averaged over the batch. With unit-norm maps the squared L2 distance lies
 in [0, 4] whatever the grid size, so one weight fits every patch size.
 """
 from typing import Optional, Sequence
@@ -18,10 +18,14 @@ def attention_map(feature: torch.Tensor, power: float = 2.0) -> torch.Tensor:
     return feature.float().abs().pow(power).mean(1)
 
 
+INTERPOLATION = {2: "bilinear", 3: "trilinear"}  # by spatial dimensions: nnU-Net's 2d and 3d configurations
+
+
 def resize_map(amap: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(B, *spatial) -> (B, *size), bilinear for 2D maps, trilinear for 3D ones."""
     if tuple(amap.shape[1:]) == tuple(size):
         return amap
-    return F.interpolate(amap[:, None], size=tuple(size), mode="trilinear", align_corners=False)[:, 0]
+    return F.interpolate(amap[:, None], size=tuple(size), mode=INTERPOLATION[len(size)], align_corners=False)[:, 0]
 
 
 def normalise_map(amap: torch.Tensor, norm: str = "l2", mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -46,8 +50,8 @@ def mask_at(valid: Optional[torch.Tensor], size: Sequence[int]) -> Optional[torc
     """Valid-voxel mask (B, 1, *full) -> fraction of valid voxels per cell of a coarser grid, (B, *size)."""
     if valid is None:
         return None
-    return F.adaptive_avg_pool3d(valid.float(), tuple(size))[:, 0] if valid.shape[2:] != tuple(size) \
-        else valid.float()[:, 0]
+    pool = {2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[len(size)]
+    return pool(valid.float(), tuple(size))[:, 0] if valid.shape[2:] != tuple(size) else valid.float()[:, 0]
 
 
 def attention_feature_similarity(student_feature: torch.Tensor, teacher_maps: Sequence[torch.Tensor],

@@ -242,12 +242,15 @@ class TeacherEnsemble:
     """Runs the teachers once per batch, without autograd, keeping only attention maps and probabilities.
 
     ``channels_last`` converts the teachers' weights (now) and every batch (per call) to the channels-last
-    3D memory format, which some convolution back ends run faster; the results are the same.
+    memory format of their ``spatial_dims`` (2: NHWC, 3: NDHWC), which some convolution back ends run faster;
+    the results are the same.
     """
 
     def __init__(self, teachers: Sequence[Teacher], taps: Sequence[str], attention_power: float,
-                 temperature: float, combination: str, need_probabilities: bool, channels_last: bool = False):
-        self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+                 temperature: float, combination: str, need_probabilities: bool, channels_last: bool = False,
+                 spatial_dims: int = 3):
+        self.memory_format = {2: torch.channels_last, 3: torch.channels_last_3d}[spatial_dims] if channels_last \
+            else torch.contiguous_format
         if channels_last:
             for teacher in teachers:
                 teacher.network.to(memory_format=self.memory_format)

@@ -2,14 +2,14 @@
 
 nnU-Net picks a patch divisible by 2^(poolings per axis) for its U-Net; SwinUNETR needs every axis a
 multiple of 32 and UNETR a grid of 16-voxel patches. This planner keeps everything nnU-Net decides
-(target spacing, transpose, resampling, the 2D configuration, the lowres cascade) and changes, for each
-3D configuration:
+(target spacing, transpose, resampling, the lowres cascade) and changes, for the ``2d`` configuration
+(slices, the teachers built in 2D) and each 3D one:
 
 * **patch size**: nnU-Net's own estimate, each axis rounded to a multiple of 32: up when the result
   stays within the median image shape plus a padding allowance of max(16 voxels, 25 %) (nnU-Net pads
   images smaller than the patch; more padding than that is mostly wasted compute), otherwise down
   (never below 32). At least one axis is 64 or more: SwinUNETR's bottleneck sits at 1/32 and is
-  instance-normalised, and a 32^3 patch leaves it one voxel, which PyTorch refuses in training. If the
+  instance-normalised, and a 32^3 (32^2) patch leaves it one voxel, which PyTorch refuses in training. If the
   most memory-hungry teacher cannot train two samples in the GPU memory target, the axis largest
   relative to the median shape shrinks by 32 until it can (nnU-Net's own order of reduction);
 * **batch size**: measured for every teacher at that patch (``planners.memory``), the smallest of the
@@ -153,8 +153,7 @@ class TeachFormerPlanner(ExperimentPlanner):
                                     approximate_n_voxels_dataset: float, _cache: dict) -> dict:
         plan = super().get_plans_for_configuration(spacing, median_shape, data_identifier,
                                                    approximate_n_voxels_dataset, _cache)
-        if len(spacing) != 3:
-            return plan
+        dims = len(spacing)
         median = [float(m) for m in median_shape]
         nnunet_patch = [int(p) for p in plan["patch_size"]]
         patch = [round_patch_axis(p, m, self.patch_multiple) for p, m in zip(nnunet_patch, median)]
@@ -162,7 +161,7 @@ class TeachFormerPlanner(ExperimentPlanner):
             patch[int(np.argmax(median))] = self.min_longest_axis
         estimates = self.teacher_estimates(patch)
         while self._memory_batch_size(estimates) < self.UNet_min_batch_size:
-            shrinkable = [a for a in range(3) if patch[a] > self.patch_multiple and
+            shrinkable = [a for a in range(dims) if patch[a] > self.patch_multiple and
                           max(patch[:a] + [patch[a] - self.patch_multiple] + patch[a + 1:]) >= self.min_longest_axis]
             if not shrinkable:
                 break
@@ -172,7 +171,7 @@ class TeachFormerPlanner(ExperimentPlanner):
 
         strides, kernels = unet_topology(spacing, patch, self.UNet_featuremap_min_edge_length)
         num_stages = len(strides)
-        max_features = self.UNet_max_features_3d
+        max_features = self.UNet_max_features_3d if dims == 3 else self.UNet_max_features_2d
         plan["architecture"]["arch_kwargs"].update({
             "n_stages": num_stages,
             "features_per_stage": tuple(min(max_features, self.UNet_base_num_features * 2 ** i)
@@ -242,8 +241,8 @@ class TeachFormerPlanner(ExperimentPlanner):
             "planner": f"{type(self).__module__}.{type(self).__qualname__}",
             "package_version": nnunet_teachformer.__version__,
             "gpu_memory_target_in_gb": self.UNet_vram_target_GB,
-            "patch_rule": f"3D patch axes are multiples of {self.patch_multiple}: nnU-Net's estimate rounded up "
-                          f"within max(median + 16, 1.25 median), else down; shrunk while the heaviest teacher "
+            "patch_rule": f"patch axes (2d and 3d) are multiples of {self.patch_multiple}: nnU-Net's estimate "
+                          f"rounded up within max(median + 16, 1.25 median), else down; shrunk while the heaviest teacher "
                           f"cannot train {self.UNet_min_batch_size} samples in the GPU memory target",
             "batch_rule": "min over teachers of floor((GPU - 4 x parameter bytes) / fp32 bytes saved for backward "
                           "per sample), measured at the patch; then nnU-Net's 5 % dataset cap and minimum of 2",

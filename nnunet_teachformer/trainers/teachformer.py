@@ -90,7 +90,7 @@ class TeachFormerTrainer(ArchitectureTrainer):
     pwd_combination = "mean"  # "mean", "gt_confidence" or "entropy"
     # how the teachers run; their forward passes are most of a distillation step's cost (benchmarks/train_step.py)
     teacher_precision = "auto"  # "auto": as the student (bf16 autocast on CUDA, fp32 on CPU); "bf16"; "fp32"
-    teacher_channels_last = False  # channels-last (NDHWC) weights and inputs for the teachers' 3D convolutions
+    teacher_channels_last = False  # channels-last (NDHWC, 2D: NHWC) weights and inputs of the teachers
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -198,7 +198,8 @@ class TeachFormerTrainer(ArchitectureTrainer):
         """The teachers as this trainer runs them (benchmarks time single teachers through this too)."""
         return TeacherEnsemble(teachers, self.afs_taps if self.afs_weight else (), self.attention_power,
                                self.pwd_temperature, self.pwd_combination, need_probabilities=bool(self.pwd_weight),
-                               channels_last=self.teacher_channels_last)
+                               channels_last=self.teacher_channels_last,
+                               spatial_dims=len(self.configuration_manager.patch_size))
 
     def teacher_autocast(self):
         """The autocast context of the teachers' forward passes (``teacher_precision``)."""
