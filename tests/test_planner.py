@@ -180,9 +180,10 @@ def test_batch_size_follows_gpu_memory(iso, dirs, monkeypatch):
 
 # the trainers on these plans --------------------------------------------------------------------------
 
-def test_teacher_trainers_accept_the_plans_and_reject_nnunet_48(iso, aniso, dirs):
+def test_teacher_trainers_accept_the_plans_and_adapt_nnunets_48(iso, aniso, dirs):
     from nnunet_teachformer.trainers.architectures import (HDenseFormerLightTrainer, HDenseFormerTrainer,
                                                            SwinUNETRTrainer, UNETRTrainer, UXNetLightTrainer)
+    from nnunet_teachformer.trainers.patch_adaptation import adapt_plans
     for dataset_id in (ISO_ID, ANISO_ID):
         plans, dataset_json = _load(dirs, dataset_id, "TeachFormerPlans")
         for trainer in (HDenseFormerTrainer, SwinUNETRTrainer, UNETRTrainer):
@@ -191,8 +192,12 @@ def test_teacher_trainers_accept_the_plans_and_reject_nnunet_48(iso, aniso, dirs
     assert nnunet_plans["configurations"]["3d_fullres"]["patch_size"] == [48, 48, 48]
     with pytest.raises(TeachFormerError, match="multiple of 32"):
         SwinUNETRTrainer._check_before_start(nnunet_plans, "3d_fullres", dataset_json)
-    for student in (HDenseFormerLightTrainer, UXNetLightTrainer):  # nnU-Net's plans still serve the CNN students
-        student._check_before_start(nnunet_plans, "3d_fullres", dataset_json)
+    adapted, note = adapt_plans(nnunet_plans, "3d_fullres")  # what every trainer does first on nnU-Net's plans
+    assert adapted["configurations"]["3d_fullres"]["patch_size"] == [64, 64, 64] and "[48, 48, 48]" in note
+    assert nnunet_plans["configurations"]["3d_fullres"]["patch_size"] == [48, 48, 48]  # a copy was adapted
+    for trainer in (SwinUNETRTrainer, HDenseFormerLightTrainer, UXNetLightTrainer):
+        trainer._check_before_start(adapted, "3d_fullres", dataset_json)
+    assert adapt_plans(plans, "3d_fullres") == (plans, None)  # TeachFormerPlans are never changed
 
 
 def test_teachers_train_a_step_on_reused_data(aniso, dirs, monkeypatch):

@@ -11,7 +11,8 @@ variants are two-line subclasses in nnU-Net's style. Relative to ``nnUNetTrainer
 * precision: fp32 on CPU; bf16 autocast on CUDA, never fp16 (fp16 overflows in attention make
   transformer losses NaN in nnU-Net); torch.compile only when nnUNet_compile asks for it;
 * the study protocol (``StudyProtocol``): inner hold-out selection, early stopping, provenance;
-* a patch the network cannot take stops the trainer before anything is written, with the fix.
+* a patch the network cannot take stops the trainer before anything is written, with the fix (on plans
+  not made by ``teachformer plan`` the patch is first adapted: ``patch_adaptation``).
 """
 import os
 from typing import Optional
@@ -29,6 +30,7 @@ from nnunet_teachformer.networks.precision import reduced_precision_dtype
 from nnunet_teachformer.networks.spec import NetworkSpec
 from nnunet_teachformer.networks.taps import unwrap_network
 from nnunet_teachformer.nnunet_paths import dataset_id
+from nnunet_teachformer.trainers.patch_adaptation import adapt_plans
 from nnunet_teachformer.trainers.protocol import StudyProtocol
 
 
@@ -40,7 +42,7 @@ class ArchitectureTrainer(StudyProtocol, nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        self._check_before_start(plans, configuration, dataset_json)
+        self._check_before_start(adapt_plans(plans, configuration)[0], configuration, dataset_json)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = self.learning_rate
         self.weight_decay = self.adam_weight_decay

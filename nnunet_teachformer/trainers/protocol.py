@@ -6,6 +6,7 @@ trained and selected under one protocol:
 
 * schedule as class attributes (``epochs``, ``iterations_per_epoch``, ``val_iterations_per_epoch``), so
   variants are two-line subclasses;
+* a patch every network takes on plans our planner did not make (``patch_adaptation``), said in the log;
 * no training on stale data: preprocessed data whose raw cases changed since ``teachformer plan`` recorded
   them is refused before anything is written (``planners.freshness``);
 * model selection without the fold's validation cases: with early stopping (``early_stopping_patience``,
@@ -32,6 +33,7 @@ from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.taps import unwrap_network
 from nnunet_teachformer.planners.freshness import check_preprocessed_is_current
 from nnunet_teachformer.provenance import input_fingerprint, write_record
+from nnunet_teachformer.trainers.patch_adaptation import adapt_plans
 
 
 class _EarlyStop(Exception):
@@ -48,6 +50,7 @@ class StudyProtocol:
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        plans, self.patch_adaptation = adapt_plans(plans, configuration)
         plans_manager = PlansManager(plans)
         if configuration in plans_manager.available_configurations:  # nnU-Net itself reports unknown ones
             check_preprocessed_is_current(plans_manager.dataset_name,
@@ -102,6 +105,8 @@ class StudyProtocol:
 
     def on_train_start(self):
         super().on_train_start()
+        if self.patch_adaptation:
+            self.print_to_log_file(self.patch_adaptation)
         training, selection, _ = self.case_roles()
         if selection:
             self.print_to_log_file(f"Model selection (early stopping, best weights) on an inner hold-out of "
