@@ -119,7 +119,7 @@ def _report(a):
 
 def _demo(a):
     from nnunet_teachformer.demo import run_demo
-    run_demo(a.workdir, quick=a.quick, device=a.device)
+    run_demo(a.workdir, quick=a.quick, device=a.device, configuration=a.configuration)
 
 
 def _export(a):
@@ -307,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="teachformer_demo", help="folder for the demo's nnU-Net data and results")
     p.add_argument("--quick", action="store_true", help="one teacher, tiny schedule (4-6 min): a smoke test")
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default=None, help="default: cuda if available")
+    p.add_argument("-c", "--configuration", choices=["2d", "3d_fullres"], default="3d_fullres",
+                   help="nnU-Net configuration of the study (2d: slices, the paper's PI-CAI arm)")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("export", help="share a trained model: an nnU-Net model zip with its model card (--zip), or "

@@ -8,8 +8,9 @@ user's nnU-Net folders are not touched; re-running resumes and skips what is don
 
 Two sizes: the default (tiny SwinUNETR and UNETR teachers, ``_demo`` schedule, 16 + 4 cases; ~15 min
 on 2 CPU cores) and ``--quick`` (one tiny teacher, ``_tiny`` schedule, 10 + 2 cases; 4-6 min, a smoke
-test). Either way the networks are tiny and the training is minutes long: the numbers show the pipeline
-working, not the paper's accuracy. The H-DenseFormer teacher is left out of the demo: in 80 steps it
+test). ``--configuration 2d`` runs the same study on nnU-Net's 2d configuration (slices, as the paper's
+PI-CAI arm); the report then shows every model the work folder holds, 2D and 3D. Either way the networks
+are tiny and the training is minutes long: the numbers show the pipeline working, not the paper's accuracy. The H-DenseFormer teacher is left out of the demo: in 80 steps it
 stayed at Dice 0 (like its Light student, it needs longer), costs the most time, and a teacher at chance
 only blurs the distillation target; ``teachformer train`` trains all three. Held-out cases are predicted
 without mirroring test-time augmentation, to keep the demo short.
@@ -63,7 +64,8 @@ def _use_workdir(workdir: Path, device: str) -> None:
         os.environ.setdefault("nnUNet_def_n_proc", "1")
 
 
-def run_demo(workdir: str = "teachformer_demo", quick: bool = False, device: Optional[str] = None, log=print):
+def run_demo(workdir: str = "teachformer_demo", quick: bool = False, device: Optional[str] = None,
+             configuration: str = "3d_fullres", log=print):
     import torch
 
     from nnunet_teachformer.conversion.dataset_writer import existing_datasets_with_id
@@ -78,7 +80,8 @@ def run_demo(workdir: str = "teachformer_demo", quick: bool = False, device: Opt
     workdir = Path(workdir).resolve()
     _use_workdir(workdir, device)
     stage = _Stages(log)
-    log(f"Teach-Former demo ({'quick' if quick else 'full'}) in {workdir} on {device}. TOY SCALE: tiny networks, "
+    log(f"Teach-Former demo ({'quick' if quick else 'full'}, {configuration}) in {workdir} on {device}. TOY SCALE: "
+        f"tiny networks, "
         f"minutes of training on a synthetic phantom; it shows the pipeline, not the paper's accuracy.")
 
     stage(f"1/5 phantom: {size.training_cases} training + {size.test_cases} held-out PET/CT cases")
@@ -92,24 +95,25 @@ def run_demo(workdir: str = "teachformer_demo", quick: bool = False, device: Opt
         log(f"wrote {dataset}")
 
     stage("2/5 plan and preprocess with TeachFormerPlans (nnU-Net fingerprint, plan, preprocess)")
-    log(format_summary(plan_dataset(DATASET_ID, num_processes=2, progress=False)))
+    log(format_summary(plan_dataset(DATASET_ID, configuration, num_processes=2, progress=False)))
 
     stage(f"3/5 train fold 0: teachers {', '.join(size.teachers)}, baseline and distilled student "
           f"({size.preset} preset; nnU-Net's epoch log follows)")
     if "hdenseformer" not in size.teachers:
         log("(no H-DenseFormer teacher here: it needs more than the demo's 60 steps to learn the phantom; "
             "`teachformer train` trains all three)")
-    runs = plan_study(DATASET_ID, [0], size.teachers, "hdenseformer_light", device=device, preset=size.preset)
+    runs = plan_study(DATASET_ID, [0], size.teachers, "hdenseformer_light", configuration=configuration,
+                      device=device, preset=size.preset)
     run_study(runs, log=log)
 
     stage(f"4/5 predict the {size.test_cases} held-out cases with every model (teachformer predict) and evaluate")
     dataset_json = json.loads((dataset / "dataset.json").read_text())
     held_out = {}
     for r in runs:
-        out = workdir / "held_out_predictions" / r.trainer
+        out = workdir / "held_out_predictions" / configuration / r.trainer
         # one worker each: starting nnU-Net's default 3+3 worker processes costs more than these small cases
-        predict(str(dataset / "imagesTs"), str(out), DATASET_ID, [0], trainer=r.trainer, device=device, tta=False,
-                processes=1)
+        predict(str(dataset / "imagesTs"), str(out), DATASET_ID, [0], trainer=r.trainer, configuration=configuration,
+                device=device, tta=False, processes=1)
         held_out[r.trainer] = evaluate_predictions(out, dataset / "labelsTs", dataset_json)
 
     stage("5/5 report (nnU-Net validation of fold 0, parameters, GFLOPs, paired tests, plots)")

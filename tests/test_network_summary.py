@@ -25,3 +25,13 @@ def test_flops_of_a_convolution_are_counted_exactly():
     conv = lambda: torch.nn.Conv3d(2, 4, 3, padding=1, bias=False)  # noqa: E731
     c = measure_complexity(conv, (1, 2, 8, 8, 8))
     assert c.gflops * 1e9 == 2 * 2 * 4 * 27 * 8 ** 3
+
+
+def test_the_2d_summary_counts_the_2d_networks():
+    table = summarise(channels=3, classes=2, patches=(64,), preset="tiny", dims=2)
+    for key, row in table.items():
+        built = NETWORKS[key].build(3, 2, (64, 64), preset="tiny")
+        assert row[64].parameters == sum(p.numel() for p in built.parameters()), key
+    cube = summarise(channels=3, classes=2, patches=(64,), preset="tiny")
+    assert all(table[k][64].gflops < cube[k][64].gflops for k in table)  # a slice costs less than a volume
+    assert "GFLOPs @ 64^2" in format_table(table, (64,), dims=2)

@@ -1,12 +1,5 @@
-"""`teachformer train` / `predict`: the command list, bad input, and an interrupted study that resumes."""
-import os
-import queue
-import shutil
-import subprocess
-import threading
-import time
-
-from conftest import CONFIG, DATASET_ID, TEACHFORMER_PLANS, console_script, kill_group, model_folder, run_cli
+"""`teachformer train` / `predict`: the command list and bad input (an interrupted study that resumes: test_2d)."""
+from conftest import CONFIG, DATASET_ID, TEACHFORMER_PLANS, console_script, run_cli
 
 TEACHFORMER = console_script("teachformer")
 
@@ -64,55 +57,3 @@ def test_bad_input_gets_one_clear_paragraph(phantom, tmp_path):
     message = _error(["predict", "-d", DATASET_ID, "-f", 3, "-i", tmp_path, "-o", tmp_path / "out",
                       "-tr", "NotTrainedTrainer"])
     assert "missing checkpoint" in message and "fold_3" in message
-
-
-def _study():
-    return [str(a) for a in (TEACHFORMER, "train", "-d", DATASET_ID, "-f", 0, "--teachers", "unetr", "--preset",
-                             "tiny", "--device", "cpu")]
-
-
-def _lines_until(process, marker, timeout):
-    """The lines ``process`` prints until one contains ``marker`` (or it ends, or ``timeout`` s pass); a reader
-    thread keeps a silent process from blocking the test past the timeout."""
-    lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
-    seen, deadline = [], time.time() + timeout
-    while time.time() < deadline and (process.poll() is None or not lines.empty()):
-        try:
-            seen.append(lines.get(timeout=1))
-        except queue.Empty:
-            continue
-        if marker in seen[-1]:
-            break
-    return seen
-
-
-def test_interrupted_study_resumes_and_never_retrains_finished_models(trained, tmp_path):
-    results = tmp_path / "results"
-    baseline = "HDenseFormerLightTrainer_tiny"  # finished before the study starts: it must be kept as it is
-    shutil.copytree(trained["folders"][baseline], model_folder(results, baseline))
-    baseline_checkpoint = model_folder(results, baseline) / "fold_0" / "checkpoint_final.pth"
-    baseline_mtime = baseline_checkpoint.stat().st_mtime
-    env = dict(os.environ, nnUNet_results=str(results), PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(_study(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    seen = _lines_until(process, "Epoch 1", timeout=600)  # then kill the whole process group, in the teacher's
-    kill_group(process)                                    # second epoch
-    process.wait()
-    teacher = model_folder(results, "UNETRTrainer_tiny") / "fold_0"
-    assert any("Epoch 1" in line for line in seen), "".join(seen[-30:])
-    assert not (teacher / "checkpoint_final.pth").exists() and (teacher / "checkpoint_best.pth").exists()
-
-    resumed = run_cli(_study(), env=env).stdout
-    assert "[1/2] teacher UNETRTrainer_tiny fold 0 (resuming)" in resumed, resumed
-    assert f"[done]    {baseline} fold 0" in resumed, resumed
-    assert baseline_checkpoint.stat().st_mtime == baseline_mtime
-    for trainer in ("UNETRTrainer_tiny", baseline, "TeachFormerTrainer_UNETRTeacher_tiny"):
-        assert (model_folder(results, trainer) / "fold_0" / "checkpoint_final.pth").is_file()
-    teacher_log_count = len(list(teacher.glob("training_log_*.txt")))
-    final_mtime = (teacher / "checkpoint_final.pth").stat().st_mtime
-
-    again = run_cli(_study(), env=env).stdout
-    assert "3 models (0 trained now)" in again
-    assert len(list(teacher.glob("training_log_*.txt"))) == teacher_log_count
-    assert (teacher / "checkpoint_final.pth").stat().st_mtime == final_mtime

@@ -83,6 +83,11 @@ class StudentRun:
     def train_command(self, trainer: str) -> str:
         return " ".join(train_command(self.dataset_name, self.configuration, self.fold, self.plans_name, trainer))
 
+    def other_configurations(self, ref: TeacherRef) -> List[str]:
+        """The plans' other configurations (2d, 3d_fullres, ...) in which this teacher's fold is trained."""
+        return [c for c in self.plans["configurations"] if c != self.configuration and
+                (model_folder(self.dataset_name, ref.trainer, self.plans_name, c, self.fold) / ref.checkpoint).is_file()]
+
 
 @dataclass
 class Teacher:
@@ -177,7 +182,10 @@ def load_teachers(refs: Sequence[TeacherRef], run: StudentRun, device: torch.dev
         path = run.teacher_checkpoint(ref)
         fix = f"train it with: {run.train_command(ref.trainer)}"
         if not path.is_file():
-            problems.append(f"- teacher {ref.trainer}: {path} does not exist; {fix}")
+            other = run.other_configurations(ref)
+            problems.append(f"- teacher {ref.trainer}: {path} does not exist" +
+                            (f" (it is trained for {', '.join(other)} only: a teacher must be trained for the "
+                             f"student's configuration, {run.configuration})" if other else "") + f"; {fix}")
             continue
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=False)
