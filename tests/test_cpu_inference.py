@@ -1,5 +1,6 @@
 """`cpu_inference`: every CPU path of `teachformer predict --device cpu` gives nnU-Net's own logits through nnU-Net's
-own sliding window, and the automatic choice is the exact path that finishes first."""
+own sliding window (two overlapping tiles, mirroring TTA, a two-fold ensemble), and the automatic choice is the
+exact path that finishes first."""
 import pytest
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -23,8 +24,8 @@ def predictor(trained):
 @pytest.fixture(scope="module")
 def volume(predictor):
     patch = [int(p) for p in predictor.configuration_manager.patch_size]
-    # 1.5 patches per axis (tile step 0.5): 2 x 2 x 2 tiles
-    return torch.randn((2, *[p + p // 2 for p in patch]), generator=torch.Generator().manual_seed(1))
+    # 1.5 patches along the first axis (tile step 0.5): 2 overlapping tiles, Gaussian-weighted where they meet
+    return torch.randn((2, patch[0] + patch[0] // 2, *patch[1:]), generator=torch.Generator().manual_seed(1))
 
 
 @pytest.fixture(scope="module")
