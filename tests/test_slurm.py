@@ -146,8 +146,9 @@ def test_failed_teacher_keeps_its_student_from_running(study):
 
     status = run_cli([TEACHFORMER, "status", "-d", DATASET_ID], env=study["env"]).stdout
     rows = {tuple(line.split()[:3]): line for line in status.splitlines()[2:]}
-    for trainer in (TEACHER, BASELINE, STUDENT):
+    for trainer in (TEACHER, STUDENT):
         assert rows[("0", _role(trainer), trainer)].split()[3] == "done", status
+    assert ("0", "baseline", BASELINE) not in rows, status  # finished before the study: never a job
     failed, never_ran = rows[("1", "teacher", TEACHER)], rows[("1", "distilled", STUDENT)]
     assert failed.split()[3:5] == ["failed", ids[teacher]] and "exit code 1" in failed, status
     assert never_ran.split()[3:6] == ["never", "ran", ids[student]], status
