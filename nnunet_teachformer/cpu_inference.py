@@ -2,27 +2,34 @@
 
 nnU-Net's predictor runs the network tile by tile as it was built for training. For a thin 3D network like the
 student that leaves much of a CPU's speed unused: PyTorch sends small batch-1 convolutions to a slow native
-kernel, and every normalisation and activation is a separate pass over memory (benchmarks/README.md has the
-profile). The levers here, named in ``cpu_paths.CPU_PATHS``, change how the network runs, never what it
-computes, and leave nnU-Net's sliding window, Gaussian weighting and accumulation as they are:
+kernel, every normalisation and activation is a separate pass over memory, and the many small operations of the
+transformer paths gain little from a second core (benchmarks/README.md has the profile). The levers here, named
+in ``cpu_paths.CPU_PATHS``, change how the network runs, never what it computes, and leave nnU-Net's Gaussian
+weighting and accumulation as they are:
 
 * ``channels_last``: weights and tiles in channels-last 3D layout, which sends every convolution to oneDNN;
 * ``frozen``: that, traced with TorchScript, frozen and optimised for inference (oneDNN fuses convolutions
-  with what follows them); the trace is built once per fold (seconds) and kept for every case.
+  with what follows them); the trace is built once per fold (seconds) and kept for every case;
+* ``tile_per_core``: the frozen trace, with the sliding window's tiles run side by side, one core each
+  (``CpuPredictor``); the tiles are still summed in nnU-Net's order.
 
 ``choose_cpu_path`` measures each path on the model's own weights and patch, keeps those whose logits stay
 within ``tolerance`` of nnU-Net's own path, and takes the one that finishes the prediction at hand first (the
 once-per-fold build included). bfloat16 and onnxruntime are measured by benchmarks/inference.py but are not
-paths: bfloat16 changes the logits by far more than rounding, and onnxruntime was slower than ``frozen``.
+paths: both change the logits by far more than rounding.
 """
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from torch import nn
 
 from nnunet_teachformer.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, CpuPath
@@ -92,17 +99,81 @@ class PathChoice:
                 f"difference| {self.max_abs_difference[name]:.1e} (tolerance {self.tolerance:g})")
 
 
-def use_path(predictor, path: CpuPath) -> None:
-    """Makes ``predictor`` (an initialised ``nnUNetPredictor``) run its network along ``path``."""
+class CpuPredictor(nnUNetPredictor):
+    """nnU-Net's predictor for ``--device cpu``; along a ``tile_per_core`` path its sliding window runs as many tiles
+    at a time as it has threads, each on one of them. nnU-Net's loop runs one tile after another, so this is its
+    CPU branch again with only the forwards side by side: the same Gaussian, the same float16 sums, in the
+    slicers' order."""
+    cpu_path: CpuPath = CPU_PATHS["nnunet"]
+
+    @torch.inference_mode()
+    def _internal_predict_sliding_window_return_logits(self, data: torch.Tensor, slicers, do_on_device: bool = True):
+        workers = min(tile_workers(self.cpu_path), len(slicers))
+        if workers < 2 or self.device.type != "cpu":
+            return super()._internal_predict_sliding_window_return_logits(data, slicers, do_on_device)
+        predicted_logits = torch.zeros((self.label_manager.num_segmentation_heads, *data.shape[1:]), dtype=torch.half)
+        n_predictions = torch.zeros(data.shape[1:], dtype=torch.half)
+        gaussian = compute_gaussian(tuple(self.configuration_manager.patch_size), sigma_scale=1. / 8,
+                                    value_scaling_factor=10, device=torch.device("cpu")) if self.use_gaussian else 1
+
+        def predict_tile(slicer):
+            return self._internal_maybe_mirror_and_predict(data[slicer][None].contiguous())[0]
+
+        with _one_core_each(workers) as pool:
+            for slicer, prediction in zip(slicers, pool.map(_in_inference_mode(predict_tile), slicers)):
+                if self.use_gaussian:
+                    prediction *= gaussian
+                predicted_logits[slicer] += prediction
+                n_predictions[slicer[1:]] += gaussian
+        torch.div(predicted_logits, n_predictions, out=predicted_logits)
+        if torch.any(torch.isinf(predicted_logits)):
+            raise RuntimeError("Encountered inf in predicted array (nnU-Net's float16 sums of the tiles overflowed)")
+        return predicted_logits
+
+
+def tile_workers(path: CpuPath) -> int:
+    """Tiles that ``path`` predicts at a time: one per thread of PyTorch's (nnU-Net sets them) or one."""
+    return torch.get_num_threads() if path.tile_per_core else 1
+
+
+def _one_core_each(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
+
+
+def _in_inference_mode(function):
+    """``function`` under inference mode, which is per thread: the pool's threads need their own."""
+    def run(*args):
+        with torch.inference_mode():
+            return function(*args)
+    return run
+
+
+def use_path(predictor: CpuPredictor, path: CpuPath) -> None:
+    """Makes ``predictor`` (an initialised ``CpuPredictor``) run its network along ``path``."""
+    if path.tile_per_core and not isinstance(predictor, CpuPredictor):
+        raise TypeError(f"the {path.name} path needs a CpuPredictor, not {type(predictor).__name__}")
     network = predictor.network.network if isinstance(predictor.network, PathNetwork) else predictor.network
     if path.name == "nnunet":
         predictor.network = network.to(memory_format=torch.contiguous_format)
     else:
         predictor.network = PathNetwork(network, path, _example_patch(predictor))
+    predictor.cpu_path = path
     predictor.network.load_state_dict(predictor.list_of_parameters[0])  # the dict nnU-Net loads for the first fold
 
 
-def choose_cpu_path(predictor, forwards: int, tolerance: float = DEFAULT_TOLERANCE, rounds: int = 2) -> PathChoice:
+def _forward_tiles(network: nn.Module, patch: torch.Tensor, path: CpuPath) -> torch.Tensor:
+    """Runs ``patch`` through ``network`` as ``path`` runs tiles (side by side, one core each: as many copies as
+    threads) and returns the first copy's output."""
+    workers = tile_workers(path)
+    if workers < 2:
+        with torch.inference_mode():
+            return network(patch)
+    with _one_core_each(workers) as pool:
+        return list(pool.map(_in_inference_mode(network), [patch] * workers))[0]
+
+
+def choose_cpu_path(predictor: CpuPredictor, forwards: int, tolerance: float = DEFAULT_TOLERANCE,
+                    rounds: int = 2) -> PathChoice:
     """Measures every path of ``CPU_PATHS`` on a random patch with the predictor's first fold and makes
     ``predictor`` use the one whose logits are within ``tolerance`` of nnU-Net's own path and that finishes
     ``forwards`` tile forwards over the predictor's folds first. nnU-Net's own path always qualifies; a path
@@ -113,18 +184,18 @@ def choose_cpu_path(predictor, forwards: int, tolerance: float = DEFAULT_TOLERAN
         try:
             use_path(predictor, path)
             network = predictor.network.eval()
-            with torch.inference_mode():
-                outputs[name] = network(patch).float()  # warm-up: oneDNN creates its kernels on the first call
-                times = []
-                for _ in range(rounds):
-                    start = time.perf_counter()
-                    network(patch)
-                    times.append(time.perf_counter() - start)
+            # warm-up: oneDNN creates its kernels on the first call
+            outputs[name] = _forward_tiles(network, patch, path).float()
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                _forward_tiles(network, patch, path)
+                times.append(time.perf_counter() - start)
         except Exception:  # noqa: BLE001 - a lever this network cannot take is not a candidate
             if name == "nnunet":
                 raise
             continue
-        seconds[name] = min(times)
+        seconds[name] = min(times) / tile_workers(path)
         build[name] = getattr(network, "build_seconds", 0.0)
     difference = {name: float((out - outputs["nnunet"]).abs().max()) for name, out in outputs.items()}
     choice = PathChoice(CPU_PATHS["nnunet"], seconds, build, difference, forwards, len(predictor.list_of_parameters),
@@ -136,7 +207,6 @@ def choose_cpu_path(predictor, forwards: int, tolerance: float = DEFAULT_TOLERAN
 
 
 def _example_patch(predictor) -> torch.Tensor:
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     channels = determine_num_input_channels(predictor.plans_manager, predictor.configuration_manager,
                                             predictor.dataset_json)
     patch = [int(p) for p in predictor.configuration_manager.patch_size]
@@ -148,7 +218,6 @@ def tile_forwards(predictor, cases: Sequence[Sequence[str]]) -> int:
     at the plans' spacing (its size read from the first channel's header; in 2D, per slice), times the
     mirrorings of TTA."""
     import SimpleITK as sitk
-    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
     configuration = predictor.configuration_manager
     patch = [int(p) for p in configuration.patch_size]
@@ -172,10 +241,9 @@ def predict_on_cpu(model_folder: Path, folds, checkpoint: str, input_folder: str
                    tolerance: float = DEFAULT_TOLERANCE, log=print) -> None:
     """What ``nnUNetv2_predict -device cpu`` does (nnU-Net's predictor, tile step 0.5, Gaussian weighting, the
     same files written), along ``path``: a name of ``CPU_PATHS``, or ``auto`` for ``choose_cpu_path``'s pick."""
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=tta,
+    predictor = CpuPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=tta,
                                 perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model_folder), tuple(folds), checkpoint)
     if path == "auto":
