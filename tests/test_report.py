@@ -1,6 +1,10 @@
-"""``teachformer report`` on a real results tree: a teacher and a distilled student trained on fold 0 of a
-phantom dataset of its own (so other tests' models do not appear in it), checked against nnU-Net's
-summary files and scipy; plus fast unit checks of the statistics, HD95, complexity and aggregation rules."""
+"""``teachformer report`` on a real results tree: a teacher, a distilled student and nnU-Net's U-Net trained on
+fold 0 of a phantom dataset of its own (so other tests' models do not appear in it), checked against nnU-Net's
+summary files and scipy; plus fast unit checks of the statistics, HD95, complexity and aggregation rules.
+
+The dataset is a 32 mm phantom (32^3 voxels): nnU-Net plans a 32^3 patch, which every trainer adapts to 64x32x32
+(``trainers.patch_adaptation``: an all-32 patch grows one axis), a quarter of the voxels of the session
+phantom's 64^3, so the three trainings and the report's timing cost a quarter of the compute."""
 import csv
 import json
 import math
@@ -8,6 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.image import imread
 from scipy import stats
 from torch import nn
@@ -22,6 +27,7 @@ from nnunet_teachformer.evaluation.statistics import paired_test
 
 REPORT_DATASET_ID = 991
 REPORT_DATASET = f"Dataset{REPORT_DATASET_ID}_TeachFormerPhantom"
+REPORT_SIZE = 32  # voxels per axis of the phantom (the session's is 48)
 PLANS = "nnUNetPlans"
 TEACHER = "UNETRTrainer_tiny"
 DISTILLED = "TeachFormerTrainer_UNETRTeacher_tiny"  # distils the UNETR teacher of the same fold
@@ -31,8 +37,10 @@ LABELS = {1: "GTVp", 2: "GTVn"}
 
 @pytest.fixture(scope="module")
 def report_tree(nnunet_dirs):
-    """Dataset 991 (15 cases: 3 validation cases per fold) with the teacher and the distilled student on fold 0."""
-    run_cli([console_script("teachformer"), "convert", "synthetic", "--dataset-id", REPORT_DATASET_ID, "--cases", 15])
+    """Dataset 991 (15 cases of 32^3 voxels: 3 validation cases per fold) with the teacher, the distilled student
+    and nnU-Net's U-Net on fold 0."""
+    run_cli([console_script("teachformer"), "convert", "synthetic", "--dataset-id", REPORT_DATASET_ID, "--cases", 15,
+             "--size", REPORT_SIZE])
     run_cli([console_script("nnUNetv2_plan_and_preprocess"), "-d", REPORT_DATASET_ID, "-c", CONFIG, "-np", 1],
             env=planning_env())
     for trainer in (TEACHER, DISTILLED, NNUNET):
@@ -107,11 +115,22 @@ def test_parameters_gflops_and_timing(report, report_tree):
         build, input_shape = network_builder(folder, find_trainer_class(name), CONFIG)
         network = build()
         assert int(rows[name]["parameters"]) == sum(p.numel() for p in network.parameters())
-        # nnU-Net's 48^3 patch, adapted alike by every trainer of the package (trainers.patch_adaptation)
-        assert float(rows[name]["gflops"]) > 0 and rows[name]["patch_size"] == "64x64x64"
+        # nnU-Net's 32^3 patch, adapted alike by every trainer of the package (trainers.patch_adaptation: all
+        # axes at 32, so the first grows to 64)
+        assert float(rows[name]["gflops"]) > 0 and rows[name]["patch_size"] == "64x32x32"
         assert float(rows[name]["seconds_per_case"]) > 0
         assert rows[name]["timing_device"] == "cpu" and rows[name]["timing_fold"] == "0"
         assert rows[name]["tta_mirroring"] == "True"
+
+
+def test_tiny_validation_skips_mirroring_and_the_checkpoint_keeps_it(report_tree):
+    """The _tiny schedule validates without mirroring TTA (StudyProtocol.validation_mirroring); the checkpoint
+    keeps nnU-Net's mirroring axes, so predictions and the report's timing still mirror."""
+    for name, folder in report_tree.items():
+        log = "".join(p.read_text() for p in (folder / "fold_0").glob("training_log_*.txt"))
+        assert "Final validation without mirroring test-time augmentation" in log, name
+        checkpoint = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        assert tuple(checkpoint["inference_allowed_mirroring_axes"]) == (0, 1, 2), name
 
 
 def test_paired_tests_equal_scipy(report, report_tree):

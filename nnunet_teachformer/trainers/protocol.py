@@ -4,8 +4,9 @@ A mix-in placed before ``nnUNetTrainer`` (``class X(StudyProtocol, nnUNetTrainer
 trainers and nnU-Net's own U-Nets (``nnunet_unets``) share it, so teachers, baselines and students are
 trained and selected under one protocol:
 
-* schedule as class attributes (``epochs``, ``iterations_per_epoch``, ``val_iterations_per_epoch``), so
-  variants are two-line subclasses;
+* schedule as class attributes (``epochs``, ``iterations_per_epoch``, ``val_iterations_per_epoch``,
+  ``validation_mirroring``: whether nnU-Net's final validation averages over mirrored inputs), so variants
+  are two-line subclasses;
 * a patch every network takes on plans our planner did not make (``patch_adaptation``), said in the log;
 * no training on stale data: preprocessed data whose raw cases changed since ``teachformer plan`` recorded
   them is refused before anything is written (``planners.freshness``);
@@ -44,6 +45,7 @@ class StudyProtocol:
     epochs = 1000
     iterations_per_epoch = 250
     val_iterations_per_epoch = 50
+    validation_mirroring = True  # False: the final validation without mirroring TTA (the checkpoint keeps its axes)
     early_stopping_patience: Optional[int] = 40
     inner_holdout_fraction = 0.2  # of the fold's training cases, for early stopping and best-weight selection
     inner_holdout_min_cases = 2
@@ -120,6 +122,20 @@ class StudyProtocol:
         super().save_checkpoint(filename)
         if self.local_rank == 0 and not self.disable_checkpointing:
             write_record(self.output_folder, self.provenance_record())
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's final validation; without mirroring test-time augmentation if ``validation_mirroring`` is
+        off. Only the validation changes: the checkpoint (saved before) keeps the mirroring axes, so
+        ``nnUNetv2_predict`` still mirrors by default."""
+        if self.validation_mirroring:
+            return super().perform_actual_validation(save_probabilities)
+        axes, self.inference_allowed_mirroring_axes = self.inference_allowed_mirroring_axes, None
+        self.print_to_log_file("Final validation without mirroring test-time augmentation (validation_mirroring "
+                               "is off for this schedule).")
+        try:
+            return super().perform_actual_validation(save_probabilities)
+        finally:
+            self.inference_allowed_mirroring_axes = axes
 
     # early stopping -------------------------------------------------------------------------------
     def epochs_without_improvement(self) -> int:
