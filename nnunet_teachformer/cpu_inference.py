@@ -119,12 +119,15 @@ class CpuPredictor(nnUNetPredictor):
         def predict_tile(slicer):
             return self._internal_maybe_mirror_and_predict(data[slicer][None].contiguous())[0]
 
-        with _one_core_each(workers) as pool:
+        pool = _one_core_each(workers)
+        try:
             for slicer, prediction in zip(slicers, pool.map(_in_inference_mode(predict_tile), slicers)):
                 if self.use_gaussian:
                     prediction *= gaussian
                 predicted_logits[slicer] += prediction
                 n_predictions[slicer[1:]] += gaussian
+        finally:  # a failure or Ctrl-C waits for the tiles in flight only, not for the whole case
+            pool.shutdown(cancel_futures=True)
         torch.div(predicted_logits, n_predictions, out=predicted_logits)
         if torch.any(torch.isinf(predicted_logits)):
             raise RuntimeError("Encountered inf in predicted array (nnU-Net's float16 sums of the tiles overflowed)")
