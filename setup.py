@@ -89,7 +89,7 @@ setup(
         # `teachformer export` (ONNX) and its check with onnxruntime
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
         # `build`: tests/test_install.py builds sdist and wheel with `python -m build --no-isolation`
-        "test": ["pytest>=7", "pytest-timeout>=2.3", "onnx>=1.14", "onnxruntime>=1.16", "build>=1"],
+        "test": ["pytest>=7", "pytest-timeout>=2.3", "pytest-xdist>=3.2", "onnx>=1.14", "onnxruntime>=1.16", "build>=1"],
     },
     entry_points={"console_scripts": ["teachformer=nnunet_teachformer.cli:main"]},
     cmdclass={"build_py": BuildPyWithStartupFiles, "editable_wheel": EditableWheelWithStartupFiles},

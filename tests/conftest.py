@@ -14,10 +14,17 @@ import pytest
 
 SLOW_PHASE_S = 60  # test phases (setup, call, teardown) at least this long are logged as they end
 _suite = {}
+# Under pytest-xdist, each worker and the commands it starts get an equal share of the cores: more threads than
+# cores make PyTorch's thread pools wait on each other.
+THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 
 def pytest_configure(config):
     _suite.update(started=time.time(), config=config)
+    if "PYTEST_XDIST_WORKER" in os.environ:  # this worker's in-process tests and every command they start
+        import torch
+        torch.set_num_threads(THREADS)
+        os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 
 def pytest_runtest_logreport(report):
@@ -29,13 +36,24 @@ def pytest_runtest_logreport(report):
         terminal.write_line(f"\n[{elapsed / 60:5.1f} min] {report.duration:4.0f} s {report.when} {report.nodeid}")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items):
+    """scripts/test runs the suite on two pytest-xdist workers (--dist loadgroup), each with its own session
+    fixtures. Every module that uses the session's trained models runs on one worker, and each other module
+    whole on one worker, so that no model, dataset or service (SLURM) of a fixture is built twice."""
+    uses_trained = {item.module.__name__ for item in items if "trained" in item.fixturenames}
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("trained" if module in uses_trained else module))
+
+
 DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID}_TeachFormerPhantom"
 CPU_ENV = {
     "nnUNet_compile": "f",  # torch.compile is slow to start and unsupported for some networks on CPU
     "nnUNet_n_proc_DA": "0",  # augmentation in the training process: ~17 % faster for these tiny runs
     "nnUNet_def_n_proc": "1",
-    "OMP_NUM_THREADS": "2",
+    "OMP_NUM_THREADS": str(THREADS),
 }
 
 
@@ -141,6 +159,34 @@ PROBE_TRAINERS = Path(__file__).parent / "probe_trainers"
 def probe_env(**extra):
     """The session's environment plus the test-only trainers of tests/probe_trainers for nnU-Net's lookup."""
     return dict(os.environ, nnUNet_extTrainer=str(PROBE_TRAINERS), **{k: str(v) for k, v in extra.items()})
+
+
+def fabricate_model(results, trainer, preprocessed, configuration=CONFIG) -> Path:
+    """``trainer`` fold 0 on TeachFormerPlans as nnUNetv2_train would leave it, with initial (untrained) weights:
+    plans.json, dataset.json, fold_0/checkpoint_final.pth under ``results``; ``preprocessed`` is the dataset's
+    nnUNet_preprocessed folder. For checks that refuse a model before its weights matter."""
+    import json
+
+    import torch
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_teachformer import trainers
+    model = Path(results) / DATASET_NAME / f"{trainer}__{TEACHFORMER_PLANS}__{configuration}"
+    (model / "fold_0").mkdir(parents=True)
+    plans = json.loads((Path(preprocessed) / f"{TEACHFORMER_PLANS}.json").read_text())
+    dataset_json = json.loads((Path(preprocessed) / "dataset.json").read_text())
+    (model / "plans.json").write_text(json.dumps(plans))
+    (model / "dataset.json").write_text(json.dumps(dataset_json))
+    manager = PlansManager(plans)
+    torch.manual_seed(0)
+    network = getattr(trainers, trainer).build_network_architecture(
+        manager, manager.get_configuration(configuration), len(dataset_json["channel_names"]),
+        manager.get_label_manager(dataset_json).num_segmentation_heads, enable_deep_supervision=False)
+    axes = tuple(range(len(manager.get_configuration(configuration).patch_size)))
+    torch.save({"network_weights": network.state_dict(), "trainer_name": trainer,
+                "init_args": {"plans": plans, "configuration": configuration, "fold": 0, "dataset_json": dataset_json},
+                "inference_allowed_mirroring_axes": axes}, model / "fold_0" / "checkpoint_final.pth")
+    return model
 
 
 def train_command(trainer, fold=0, plans=TEACHFORMER_PLANS, *extra):

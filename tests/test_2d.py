@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import DATASET_ID, DATASET_NAME, TEACHFORMER_PLANS, console_script, kill_group, run_cli
+from conftest import DATASET_ID, DATASET_NAME, TEACHFORMER_PLANS, console_script, fabricate_model, kill_group, run_cli
 from nnunet_teachformer.networks.registry import NETWORKS
 
 TEACHFORMER = console_script("teachformer")
@@ -134,11 +134,9 @@ def test_the_report_compares_the_2d_models(study_2d, tmp_path):
     assert TEACHER in tests and BASELINE in tests
 
 
-def test_a_3d_teacher_cannot_teach_a_2d_student(study_2d, trained, tmp_path):
+def test_a_3d_teacher_cannot_teach_a_2d_student(study_2d, nnunet_dirs, tmp_path):
     results = tmp_path / "results"
-    teacher_3d = trained["folders"][TEACHER]
-    _folder(results, TEACHER, "3d_fullres").parent.mkdir(parents=True)
-    _folder(results, TEACHER, "3d_fullres").symlink_to(teacher_3d, target_is_directory=True)
+    fabricate_model(results, TEACHER, nnunet_dirs["nnUNet_preprocessed"] / DATASET_NAME, "3d_fullres")
     result = run_cli([console_script("nnUNetv2_train"), DATASET_ID, "2d", 0, "-p", TEACHFORMER_PLANS, "-tr", STUDENT,
                       "-device", "cpu"], env=dict(os.environ, nnUNet_results=str(results)), check=False)
     output = result.stdout + result.stderr

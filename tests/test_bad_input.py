@@ -26,7 +26,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import CONFIG, DATASET_ID, DATASET_NAME, TEACHFORMER_PLANS, console_script, run_cli
+from conftest import CONFIG, DATASET_ID, DATASET_NAME, TEACHFORMER_PLANS, console_script, fabricate_model, run_cli
 
 TRAINER = "HDenseFormerLightTrainer_tiny"
 PHANTOM_RAW_NAME = DATASET_NAME  # Dataset990_TeachFormerPhantom
@@ -48,34 +48,11 @@ def _copy_phantom(dirs, dataset_id: int, preprocessed: bool = False) -> Path:
     return raw
 
 
-def _fabricate_model(results: Path, phantom_preprocessed: Path) -> Path:
-    """HDenseFormerLightTrainer_tiny fold 0 on TeachFormerPlans as nnUNetv2_train would leave it, with initial
-    (untrained) weights: plans.json, dataset.json, fold_0/checkpoint_final.pth."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from nnunet_teachformer.trainers.architectures import HDenseFormerLightTrainer_tiny
-    model = results / DATASET_NAME / f"{TRAINER}__{TEACHFORMER_PLANS}__{CONFIG}"
-    (model / "fold_0").mkdir(parents=True)
-    plans = json.loads((phantom_preprocessed / f"{TEACHFORMER_PLANS}.json").read_text())
-    dataset_json = json.loads((phantom_preprocessed / "dataset.json").read_text())
-    (model / "plans.json").write_text(json.dumps(plans))
-    (model / "dataset.json").write_text(json.dumps(dataset_json))
-    manager = PlansManager(plans)
-    torch.manual_seed(0)
-    network = HDenseFormerLightTrainer_tiny.build_network_architecture(
-        manager, manager.get_configuration(CONFIG), len(dataset_json["channel_names"]),
-        manager.get_label_manager(dataset_json).num_segmentation_heads, enable_deep_supervision=False)
-    torch.save({"network_weights": network.state_dict(), "trainer_name": TRAINER,
-                "init_args": {"plans": plans, "configuration": CONFIG, "fold": 0, "dataset_json": dataset_json},
-                "inference_allowed_mirroring_axes": (0, 1, 2)}, model / "fold_0" / "checkpoint_final.pth")
-    return model
-
-
 @pytest.fixture(scope="module")
 def world(phantom, nnunet_dirs, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_input")
     results = root / "results"
-    model = _fabricate_model(results, Path(nnunet_dirs["nnUNet_preprocessed"], DATASET_NAME))
+    model = fabricate_model(results, TRAINER, Path(nnunet_dirs["nnUNet_preprocessed"], DATASET_NAME))
     corrupt = root / "corrupt_results"
     shutil.copytree(results, corrupt)
     checkpoint = corrupt / model.relative_to(results) / "fold_0" / "checkpoint_final.pth"

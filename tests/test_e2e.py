@@ -17,9 +17,11 @@ from nnunet_teachformer.cpu_paths import CPU_PATHS
 
 
 def _predict_and_evaluate(phantom, tmp_path, trainer, env=None):
+    """nnUNetv2_predict in its sequential mode (-npp 0 -nps 0: no worker processes, each of which would import
+    nnU-Net for ~10 s to export two small cases), then nnUNetv2_evaluate_folder."""
     out = tmp_path / trainer
     run_cli([console_script("nnUNetv2_predict"), "-i", phantom / "imagesTs", "-o", out, "-d", DATASET_ID, "-c", CONFIG,
-             "-p", TEACHFORMER_PLANS, "-tr", trainer, "-f", 0, "-device", "cpu", "-npp", 1, "-nps", 1], env=env)
+             "-p", TEACHFORMER_PLANS, "-tr", trainer, "-f", 0, "-device", "cpu", "-npp", 0, "-nps", 0], env=env)
     run_cli([console_script("nnUNetv2_evaluate_folder"), phantom / "labelsTs", out, "-djfile",
              out / "dataset.json", "-pfile", out / "plans.json", "-np", 1])
     return out
