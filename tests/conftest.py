@@ -14,17 +14,30 @@ import pytest
 
 SLOW_PHASE_S = 60  # test phases (setup, call, teardown) at least this long are logged as they end
 _suite = {}
-# Under pytest-xdist, each worker and the commands it starts get an equal share of the cores: more threads than
-# cores make PyTorch's thread pools wait on each other.
-THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
+def _worker_cores():
+    """Under pytest-xdist, the cores of this worker: an equal share of this process's cores (gw0 the first ones),
+    which the worker and every command it starts keep to. None outside xdist or with more workers than cores."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = sorted(os.sched_getaffinity(0))
+    if worker is None or count > len(cores):
+        return None
+    index, share = int(worker.lstrip("gw")), len(cores) // count
+    return cores[index * share:(index + 1) * share]
 
 
 def pytest_configure(config):
     _suite.update(started=time.time(), config=config)
-    if "PYTEST_XDIST_WORKER" in os.environ:  # this worker's in-process tests and every command they start
+    cores = _worker_cores()
+    if cores:
+        # nnUNetv2_train and nnUNetv2_predict set PyTorch's threads to all of the machine's cores whatever
+        # OMP_NUM_THREADS says: kept to this worker's cores, their threads sleep while they wait for each other
+        # (OMP_WAIT_POLICY=PASSIVE) instead of spinning on the other worker's core.
+        os.sched_setaffinity(0, cores)
+        os.environ.update(OMP_NUM_THREADS=str(len(cores)), OMP_WAIT_POLICY="PASSIVE")
         import torch
-        torch.set_num_threads(THREADS)
-        os.environ["OMP_NUM_THREADS"] = str(THREADS)
+        torch.set_num_threads(len(cores))
 
 
 def pytest_runtest_logreport(report):
@@ -53,7 +66,6 @@ CPU_ENV = {
     "nnUNet_compile": "f",  # torch.compile is slow to start and unsupported for some networks on CPU
     "nnUNet_n_proc_DA": "0",  # augmentation in the training process: ~17 % faster for these tiny runs
     "nnUNet_def_n_proc": "1",
-    "OMP_NUM_THREADS": str(THREADS),
 }
 
 

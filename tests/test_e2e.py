@@ -192,32 +192,3 @@ def test_unloadable_teacher_is_refused(trained, tmp_path):
     (target / "checkpoint_final.pth").write_bytes(b"not a checkpoint")
     result = _distil(tmp_path / "results")
     assert result.returncode != 0 and "cannot load" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_a_patch_edited_by_hand_in_teachformer_plans_is_refused(phantom, nnunet_dirs):
-    base = nnunet_dirs["nnUNet_preprocessed"] / DATASET_NAME
-    plans = json.loads((base / f"{TEACHFORMER_PLANS}.json").read_text())
-    plans["plans_name"] = "HandEditedPlans"
-    plans["configurations"][CONFIG]["patch_size"] = [48, 48, 48]  # our planner's plans are never adapted
-    (base / "HandEditedPlans.json").write_text(json.dumps(plans))
-    result = run_cli([console_script("nnUNetv2_train"), DATASET_ID, CONFIG, 0, "-p", "HandEditedPlans", "-tr",
-                      "SwinUNETRTrainer_tiny", "-device", "cpu"], check=False)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert "multiple of 32" in result.stderr and f"teachformer plan -d {DATASET_ID}" in result.stderr
-    assert not model_folder(nnunet_dirs["nnUNet_results"], "SwinUNETRTrainer_tiny", "HandEditedPlans").exists()
-
-
-def test_nnunets_own_plans_train_a_transformer_on_an_adapted_patch(phantom, nnunet_dirs):
-    """What an nnU-Net user types first: nnU-Net's plans (a 48^3 patch here), no -p. The teacher adapts the patch
-    to 64^3, says so, and saves the adapted plans with the model, where nnUNetv2_predict reads them."""
-    run_cli([console_script("nnUNetv2_train"), DATASET_ID, CONFIG, 0, "-tr", "SwinUNETRTrainer_tiny", "-device",
-             "cpu"])
-    folder = model_folder(nnunet_dirs["nnUNet_results"], "SwinUNETRTrainer_tiny", "nnUNetPlans")
-    assert json.loads((folder / "plans.json").read_text())["configurations"][CONFIG]["patch_size"] == [64, 64, 64]
-    checkpoint = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert checkpoint["init_args"]["plans"]["configurations"][CONFIG]["patch_size"] == [64, 64, 64]
-    log = next((folder / "fold_0").glob("training_log_*.txt")).read_text()
-    assert "patch size [48, 48, 48] of nnUNetPlans 3d_fullres adapted to [64, 64, 64]" in log
-    nnunet_plans = nnunet_dirs["nnUNet_preprocessed"] / DATASET_NAME / "nnUNetPlans.json"
-    assert json.loads(nnunet_plans.read_text())["configurations"][CONFIG]["patch_size"] == [48, 48, 48]
