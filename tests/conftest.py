@@ -1,7 +1,8 @@
 """Shared fixtures: an isolated nnU-Net folder tree, the phantom dataset, and a runner for the real CLIs.
 
 Everything nnU-Net writes goes under one session temporary folder. The expensive steps (planning,
-preprocessing, training tiny models) run once per session and are shared by the tests that need them.
+preprocessing, training tiny models) run once per session and are shared by the tests that need them; under
+pytest-xdist (scripts/test), once per worker session, and the grouping below keeps each on one worker.
 """
 import os
 import signal
