@@ -27,6 +27,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
+from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
@@ -214,6 +215,22 @@ def _example_patch(predictor) -> torch.Tensor:
                                             predictor.dataset_json)
     patch = [int(p) for p in predictor.configuration_manager.patch_size]
     return torch.randn((1, channels, *patch), generator=torch.Generator().manual_seed(0))
+
+
+def sliding_window_weights(predictor: nnUNetPredictor, spatial_shape: Sequence[int]):
+    """What nnU-Net's sliding window adds per voxel for a case of this (preprocessed) shape: the float16 sum of
+    the Gaussian weights and the number of tiles, both as float32 tensors of that shape (for
+    ``cpu_paths.float16_sums_bound``). Built from nnU-Net's own padding, tiles and Gaussian."""
+    patch = predictor.configuration_manager.patch_size
+    padded, unpad = pad_nd_image(torch.zeros((1, *spatial_shape), dtype=torch.bool), patch, "constant", {"value": 0},
+                                 True, None)
+    gaussian = compute_gaussian(tuple(patch), sigma_scale=1. / 8, value_scaling_factor=10, device=torch.device("cpu"))
+    weights = torch.zeros(padded.shape[1:], dtype=torch.half)
+    tiles = torch.zeros(padded.shape[1:])
+    for tile in predictor._internal_get_sliding_window_slicers(padded.shape[1:]):
+        weights[tile[1:]] += gaussian
+        tiles[tile[1:]] += 1
+    return weights[unpad[1:]].float(), tiles[unpad[1:]]
 
 
 def tile_forwards(predictor, cases: Sequence[Sequence[str]]) -> int:

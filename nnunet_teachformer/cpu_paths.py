@@ -23,9 +23,22 @@ CPU_PATHS: Dict[str, CpuPath] = {p.name: p for p in (
 )}
 
 
-def float16_sums_bound(largest_tile_logit: float, spatial_dims: int) -> float:
-    """How far two predictions of one case can differ when their tiles differ only by rounding: nnU-Net sums the
-    Gaussian-weighted tiles (up to 2^dims of them over a voxel) and their weights in float16, so each result is
-    within 2^dims roundings of half a float16 step (2^-11 relative) of the exact weighted mean, for the sum and for
-    the weight: 2^(dims - 10) x the largest |logit| of a tile; two results differ by up to twice that."""
-    return 2.0 ** (spatial_dims - 9) * abs(largest_tile_logit)
+FLOAT16_RELATIVE_ROUNDING = 2.0 ** -11  # a float16 result in float16's normal range is within this of exact
+FLOAT16_SUBNORMAL_ROUNDING = 2.0 ** -25  # below it (subnormals), within this absolute amount
+
+
+def float16_sums_bound(weight_sum, tiles, largest_tile_logit: float, folds: int = 1):
+    """Per voxel, how far two predictions of one case can differ when their tiles differ only by rounding (add
+    DEFAULT_TOLERANCE for the tiles' own difference). nnU-Net adds each voxel's Gaussian-weighted tile logits and
+    the weights in float16 (``tiles`` additions; ``weight_sum`` is the weights' float16 sum) and divides; with
+    several ``folds`` it then adds the folds' results and divides in float16 too. Each operation rounds by at most
+    max(2^-11 |result|, 2^-25); the tile sums stay within weight_sum x L (L the largest |tile logit|), so one
+    prediction is within tiles (2^-11 L + 2^-25 / weight_sum) + r (2^-11 L + 2^-25) of the exact mean, r = 1
+    rounding after the tiles for one fold, folds + 1 for several, and two predictions within twice that. Where
+    the weights are float16 subnormals (tile corners at a case's border) this is a whole logit or more: nnU-Net's
+    own sums are that coarse there. Works on numpy arrays and torch tensors alike."""
+    largest = abs(largest_tile_logit)
+    after_tiles = 1 if folds == 1 else folds + 1
+    per_prediction = (tiles * (FLOAT16_RELATIVE_ROUNDING * largest + FLOAT16_SUBNORMAL_ROUNDING / weight_sum)
+                      + after_tiles * (FLOAT16_RELATIVE_ROUNDING * largest + FLOAT16_SUBNORMAL_ROUNDING))
+    return 2 * per_prediction
