@@ -19,10 +19,13 @@ _suite = {}
 
 def _worker_cores():
     """Under pytest-xdist, the cores of this worker: an equal share of this process's cores (gw0 the first ones),
-    which the worker and every command it starts keep to. None outside xdist or with more workers than cores."""
+    which the worker and every command it starts keep to. None outside xdist, with more workers than cores, or
+    where the system sets no affinity (macOS)."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker is None or not hasattr(os, "sched_setaffinity"):
+        return None
     cores = sorted(os.sched_getaffinity(0))
-    if worker is None or count > len(cores):
+    if count > len(cores):
         return None
     index, share = int(worker.lstrip("gw")), len(cores) // count
     return cores[index * share:(index + 1) * share]
