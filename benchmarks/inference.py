@@ -151,7 +151,7 @@ def run_child(spec: dict) -> dict:
     from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    from nnunet_teachformer.cpu_inference import CPU_PATHS, CpuPredictor, use_path
+    from nnunet_teachformer.cpu_inference import CPU_PATHS, CpuPredictor, sliding_window_weights, use_path
 
     device = torch.device(spec["device"])
     common.set_threads(spec["threads"])
@@ -222,7 +222,6 @@ def run_child(spec: dict) -> dict:
     case_times = [sum(t) for t in zip(*stages.values())]
     if spec.get("logits_out"):  # the last case's logits, for the exactness check of the student's paths
         import numpy as np
-        from nnunet_teachformer.cpu_inference import sliding_window_weights
         np.save(spec["logits_out"], logits.to(torch.float16).numpy())
         weight_sum, tiles_over_voxel = sliding_window_weights(predictor, data.shape[1:])
         np.save(_bound_file(spec["logits_out"]),
