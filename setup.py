@@ -88,11 +88,13 @@ setup(
     extras_require={
         # `teachformer export` (ONNX) and its check with onnxruntime
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
+        # the openvino path of `teachformer predict --device cpu` (nnunet_teachformer/openvino_engine.py)
+        "cpu": ["openvino>=2024.0"],
         # `build`: tests/test_install.py builds sdist and wheel with `python -m build --no-isolation`.
         # pytest < 9: pytest-xdist 3.8's --dist loadgroup (scripts/test) groups nothing on pytest 9.2, whose node
         # ids no longer take the group suffix it writes.
         "test": ["pytest>=8,<9", "pytest-timeout>=2.3", "pytest-xdist>=3.2", "onnx>=1.14", "onnxruntime>=1.16",
-                 "build>=1"],
+                 "openvino>=2024.0", "build>=1"],
     },
     entry_points={"console_scripts": ["teachformer=nnunet_teachformer.cli:main"]},
     cmdclass={"build_py": BuildPyWithStartupFiles, "editable_wheel": EditableWheelWithStartupFiles},

@@ -159,6 +159,8 @@ def run_child(spec: dict) -> dict:
         trainer_class = recursive_find_trainer_class_by_name(spec["trainer"])
     if spec.get("onnx"):
         import onnxruntime  # noqa: F401
+    if spec.get("cpu_path") and CPU_PATHS[spec["cpu_path"]].engine == "openvino":
+        import openvino  # noqa: F401
     resident_after_imports = _start_peak_memory()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -11,19 +11,22 @@ weighting and accumulation as they are:
 * ``frozen``: that, traced with TorchScript, frozen and optimised for inference (oneDNN fuses convolutions
   with what follows them); the trace is built once per fold (seconds) and kept for every case;
 * ``tile_per_core``: the frozen trace, with the sliding window's tiles run side by side, one core each
-  (``CpuPredictor``); the tiles are still summed in nnU-Net's order.
+  (``CpuPredictor``); the tiles are still summed in nnU-Net's order;
+* ``openvino``: the network converted by OpenVINO and compiled for this CPU in float32 (``openvino_engine``;
+  built once per fold, seconds), its tiles side by side as along ``tile_per_core``. OpenVINO is the ``cpu``
+  extra: where it is not installed, auto leaves this path out and says so.
 
 ``choose_cpu_path`` measures each path on the model's own weights and patch, keeps those whose logits stay
 within ``tolerance`` of nnU-Net's own path, and takes the one that finishes the prediction at hand first (the
 once-per-fold build included). bfloat16 and onnxruntime are measured by benchmarks/inference.py but are not
-paths: both change the logits by far more than rounding.
+paths: bfloat16 changes the logits by far more than rounding, and onnxruntime is slower than ``openvino``.
 """
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -41,41 +44,47 @@ CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # by tensor
 
 class PathNetwork(nn.Module):
     """Stands in for the network in nnU-Net's predictor and runs it along ``path``. nnU-Net loads each fold's
-    weights with ``load_state_dict`` before every case; the frozen trace of each fold is built the first time
-    its weights arrive and reused after."""
+    weights with ``load_state_dict`` before every case; along a path whose engine builds the network (a frozen
+    trace, an OpenVINO model), each fold's is built the first time its weights arrive and reused after."""
 
     def __init__(self, network: nn.Module, path: CpuPath, example: torch.Tensor):
         super().__init__()
         self.network, self.path, self.example = network, path, example
         self.memory_format = CHANNELS_LAST[example.ndim] if path.channels_last else torch.contiguous_format
         self.network.to(memory_format=self.memory_format)  # load_state_dict keeps this layout
-        self._traces: Dict[int, torch.jit.ScriptModule] = {}
+        self._built: Dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
         self._weights: Optional[int] = None
         self.build_seconds = 0.0
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._weights = id(state_dict)  # nnU-Net passes the same dict of each fold for every case
-        if not self.path.frozen or self._weights not in self._traces:
+        if not self.path.built_per_fold or self._weights not in self._built:
             result = self.network.load_state_dict(state_dict, strict=strict, assign=assign)
-            if self.path.frozen:
+            if self.path.built_per_fold:
                 start = time.perf_counter()
-                # the trace records one patch shape, the only one nnU-Net's sliding window feeds: its warnings
-                # about shape checks turned into constants do not concern this use. PyTorch 2.14 deprecates
-                # TorchScript (FutureWarning); should it go, this path fails to build and auto leaves it out.
-                with torch.no_grad(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                    warnings.simplefilter("ignore", FutureWarning)
-                    traced = torch.jit.trace(self.network.eval(), self._layout(self.example), check_trace=False)
-                    self._traces[self._weights] = torch.jit.optimize_for_inference(traced)
+                self._built[self._weights] = self._build()
                 self.build_seconds += time.perf_counter() - start
             return result
+
+    def _build(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        network, example = self.network.eval(), self._layout(self.example)
+        # both engines start from a trace, which records one patch shape, the only one nnU-Net's sliding window
+        # feeds: its warnings about shape checks turned into constants do not concern this use. PyTorch 2.14
+        # deprecates TorchScript (FutureWarning); should it go, these paths fail to build and auto leaves them out.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            if self.path.engine == "openvino":
+                from nnunet_teachformer.openvino_engine import OpenVinoNetwork
+                return OpenVinoNetwork(network, example, tile_workers(self.path))
+            return torch.jit.optimize_for_inference(torch.jit.trace(network, example, check_trace=False))
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=self.memory_format)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._layout(x)
-        out = self._traces[self._weights](x) if self.path.frozen else self.network(x)
+        out = self._built[self._weights](x) if self.path.built_per_fold else self.network(x)
         return out.contiguous()
 
 
@@ -88,6 +97,7 @@ class PathChoice:
     forwards: int  # network forwards the prediction at hand needs
     folds: int
     tolerance: float
+    left_out: Dict[str, str] = field(default_factory=dict)  # paths that could not run this network, and why
 
     def expected_seconds(self, name: str) -> float:
         return self.build_seconds[name] * self.folds + self.seconds_per_tile[name] * self.forwards
@@ -97,7 +107,8 @@ class PathChoice:
         return (f"CPU path: {name} ({self.path.description}): {self.seconds_per_tile[name]:.2f} s per tile against "
                 f"{self.seconds_per_tile['nnunet']:.2f} s for nnU-Net's own, about {self.expected_seconds(name):.0f} "
                 f"s instead of {self.expected_seconds('nnunet'):.0f} s for {self.forwards} tile forwards; max |logit "
-                f"difference| {self.max_abs_difference[name]:.1e} (tolerance {self.tolerance:g})")
+                f"difference| {self.max_abs_difference[name]:.1e} (tolerance {self.tolerance:g})"
+                + "".join(f"; {other} left out: {why}" for other, why in self.left_out.items()))
 
 
 class CpuPredictor(nnUNetPredictor):
@@ -183,7 +194,7 @@ def choose_cpu_path(predictor: CpuPredictor, forwards: int, tolerance: float = D
     ``forwards`` tile forwards over the predictor's folds first. nnU-Net's own path always qualifies; a path
     that cannot run this network (a trace that fails) is left out."""
     patch = _example_patch(predictor)
-    seconds, build, outputs = {}, {}, {}
+    seconds, build, outputs, left_out = {}, {}, {}, {}
     for name, path in CPU_PATHS.items():
         try:
             use_path(predictor, path)
@@ -195,15 +206,16 @@ def choose_cpu_path(predictor: CpuPredictor, forwards: int, tolerance: float = D
                 start = time.perf_counter()
                 _forward_tiles(network, patch, path)
                 times.append(time.perf_counter() - start)
-        except Exception:  # noqa: BLE001 - a lever this network cannot take is not a candidate
+        except Exception as error:  # noqa: BLE001 - a lever this network cannot take is not a candidate
             if name == "nnunet":
                 raise
+            left_out[name] = str(error).splitlines()[0] if str(error) else type(error).__name__
             continue
         seconds[name] = min(times) / tile_workers(path)
         build[name] = getattr(network, "build_seconds", 0.0)
     difference = {name: float((out - outputs["nnunet"]).abs().max()) for name, out in outputs.items()}
     choice = PathChoice(CPU_PATHS["nnunet"], seconds, build, difference, forwards, len(predictor.list_of_parameters),
-                        tolerance)
+                        tolerance, left_out)
     exact = ["nnunet"] + [name for name in seconds if name != "nnunet" and difference[name] <= tolerance]
     choice.path = CPU_PATHS[min(exact, key=choice.expected_seconds)]
     use_path(predictor, choice.path)

@@ -10,16 +10,25 @@ DEFAULT_TOLERANCE = 1e-3  # largest accepted |logit difference| to nnU-Net's own
 class CpuPath:
     name: str
     channels_last: bool
-    frozen: bool  # TorchScript trace, frozen and optimised for inference (built once per fold)
+    engine: str  # "pytorch" (eager), "torchscript" (traced, frozen, optimised) or "openvino" (converted, compiled)
     tile_per_core: bool  # the sliding window's tiles run side by side, one core each, instead of one after another
     description: str
 
+    @property
+    def built_per_fold(self) -> bool:
+        """Whether the network is built anew (traced or converted) for each fold's weights, once, and kept."""
+        return self.engine != "pytorch"
+
 
 CPU_PATHS: Dict[str, CpuPath] = {p.name: p for p in (
-    CpuPath("nnunet", False, False, False, "nnU-Net's own: the network as built, default memory layout"),
-    CpuPath("channels_last", True, False, False, "weights and tiles in channels-last 3D layout"),
-    CpuPath("frozen", True, True, False, "channels-last, traced, frozen and optimised for inference by TorchScript"),
-    CpuPath("tile_per_core", True, True, True, "frozen, and as many tiles at a time as cores, one core each"),
+    CpuPath("nnunet", False, "pytorch", False, "nnU-Net's own: the network as built, default memory layout"),
+    CpuPath("channels_last", True, "pytorch", False, "weights and tiles in channels-last 3D layout"),
+    CpuPath("frozen", True, "torchscript", False,
+            "channels-last, traced, frozen and optimised for inference by TorchScript"),
+    CpuPath("tile_per_core", True, "torchscript", True, "frozen, and as many tiles at a time as cores, one core each"),
+    CpuPath("openvino", False, "openvino", True,
+            "converted by OpenVINO and compiled for this CPU in float32, as many tiles at a time as cores, one "
+            "OpenVINO stream each"),
 )}
 
 

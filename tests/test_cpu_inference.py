@@ -1,6 +1,7 @@
 """`cpu_inference`: every CPU path of `teachformer predict --device cpu` gives nnU-Net's own logits through nnU-Net's
 own sliding window (two overlapping tiles, mirroring TTA, a two-fold ensemble), and the automatic choice is the
 exact path that finishes first."""
+import sys
 import threading
 
 import pytest
@@ -10,6 +11,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunet_teachformer.cpu_inference import (CpuPredictor, PathNetwork, choose_cpu_path, sliding_window_weights,
                                               use_path)
 from nnunet_teachformer.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, float16_sums_bound
+from nnunet_teachformer.errors import TeachFormerError
 
 
 @pytest.fixture(scope="module")
@@ -68,34 +70,37 @@ def test_each_path_gives_nnunets_logits_for_every_fold(predictor, volume, expect
     patch = torch.randn((1, 2, *predictor.configuration_manager.patch_size), generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
         assert (predictor.network(patch) - predictor.network.network(patch)).abs().max() <= DEFAULT_TOLERANCE
-    if CPU_PATHS[path].frozen:  # one trace per fold, built once and reused for the next case
-        assert len(predictor.network._traces) == 2
+    if CPU_PATHS[path].built_per_fold:  # one build per fold (trace, OpenVINO model), reused for the next case
+        assert len(predictor.network._built) == 2
         predictor.predict_logits_from_preprocessed_data(volume)
-        assert len(predictor.network._traces) == 2
+        assert len(predictor.network._built) == 2
 
 
-def test_tile_per_core_runs_the_tiles_side_by_side_one_core_each(predictor, volume, expected):
-    use_path(predictor, CPU_PATHS["tile_per_core"])
+@pytest.fixture
+def two_threads():
+    """Two tiles, two cores: as on CI's machines, whatever this one has."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("path", [p for p in CPU_PATHS if CPU_PATHS[p].tile_per_core])
+def test_tiles_run_side_by_side_one_core_each(predictor, volume, expected, path, two_threads, monkeypatch):
+    use_path(predictor, CPU_PATHS[path])
     calls = []
-    network = predictor.network
-    forward = network.forward
+    forward = predictor.network.forward
 
     def recording(x):
         calls.append((threading.get_ident(), torch.get_num_threads()))
         return forward(x)
 
-    network.forward = recording
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # two tiles, two cores: as on CI's machines, whatever this one has
-    try:
-        got = predictor.predict_logits_from_preprocessed_data(volume).float()
-    finally:
-        torch.set_num_threads(threads)
-        del network.forward
+    monkeypatch.setattr(predictor.network, "forward", recording)
+    got = predictor.predict_logits_from_preprocessed_data(volume).float()
     forwards = 2 * 2 * 8  # folds x tiles x mirrorings
     assert len(calls) == forwards and {n for _, n in calls} == {1}
     assert len({thread for thread, _ in calls}) == 2 and threading.get_ident() not in {t for t, _ in calls}
-    assert torch.get_num_threads() == threads  # the caller's threads are untouched
+    assert torch.get_num_threads() == 2  # the caller's threads are untouched
     assert_same_segmentation(got, expected)
 
 
@@ -126,3 +131,12 @@ def test_nothing_to_predict_pays_for_no_build(predictor):
 
 def test_a_path_outside_the_tolerance_is_never_taken(predictor):
     assert choose_cpu_path(predictor, forwards=1000, tolerance=-1.0, rounds=1).path.name == "nnunet"
+
+
+def test_without_openvino_its_path_says_how_to_install_it_and_auto_goes_on(predictor, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(TeachFormerError, match=r"needs OpenVINO, which is not installed: pip install"):
+        use_path(predictor, CPU_PATHS["openvino"])
+    choice = choose_cpu_path(predictor, forwards=1000, rounds=1)
+    assert "openvino" not in choice.seconds_per_tile and choice.path.name != "openvino"
+    assert "openvino left out: the openvino CPU path needs OpenVINO" in choice.summary()
