@@ -6,6 +6,7 @@ convolution into it; on the student it ran about twice as fast as PyTorch's Torc
 AMX or AVX512-BF16 OpenVINO would otherwise run in bfloat16, whose logits are not float32's.
 """
 import copy
+import ctypes
 import queue
 
 import torch
@@ -72,6 +73,15 @@ def _accurate_norms(network: nn.Module) -> nn.Module:
     return network
 
 
+def _return_freed_memory() -> None:
+    """Hands the memory freed by the trace's forward and by compilation back to the system (glibc keeps it
+    otherwise: measured 650 MB resident after the student's build instead of 340)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 class OpenVinoNetwork:
     """Callable like the network on tiles of ``example``'s shape (the only shape nnU-Net's sliding window feeds),
     from any thread; up to ``streams`` calls run at once, each on its own OpenVINO stream of one thread.
@@ -88,8 +98,12 @@ class OpenVinoNetwork:
         with torch.no_grad():  # from a TorchScript trace: OpenVINO's own tracing of the module takes twice as long
             traced = torch.jit.trace(_accurate_norms(network), example, check_trace=False)
             model = ov.convert_model(traced, example_input=example, input=[self.shape])
+        del traced
+        _return_freed_memory()
         compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                           "NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": streams})
+        del model
+        _return_freed_memory()
         self._idle: "queue.Queue" = queue.Queue()
         for _ in range(streams):
             self._idle.put(compiled.create_infer_request())
