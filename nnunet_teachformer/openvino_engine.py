@@ -30,10 +30,11 @@ class SplitReductionInstanceNorm(nn.Module):
     """An instance normalisation computed as OpenVINO computes accurately: means taken one spatial axis at a time.
 
     After a convolution, OpenVINO's CPU plugin takes a mean over a whole full-resolution tile (~600,000 voxels
-    per channel) less accurately than PyTorch: with its own normalisation kernel (MVN), as a global average pool,
-    and as reductions over one axis after another (which it merges into one), the student's first block came out
-    7e-3 from PyTorch's result, 3e-2 in the logits; the same operations fed from a plain input were exact. Means
-    over one axis at a time that OpenVINO cannot merge (mean, sum, mean) keep the whole student within 1e-5.
+    per channel) less accurately than PyTorch: with its own normalisation kernel (MVN; 3e-4 off even on a plain
+    input), as a global average pool, and as reductions over one axis after another (which it merges into one;
+    both exact on a plain input), the student's first block came out 7e-3 from PyTorch's result, 3e-2 in the
+    logits. Means over one axis at a time that OpenVINO cannot merge (mean, sum, mean) keep the whole student
+    within 1.5e-5.
     (A reshape between the reductions also keeps them apart, but makes OpenVINO reorder the convolutions'
     blocked layouts: 20 % of the forward.)
     Same statistics as ``norm`` (biased variance, its eps, its affine weights).
