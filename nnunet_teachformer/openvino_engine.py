@@ -34,10 +34,9 @@ class SplitReductionInstanceNorm(nn.Module):
     input), as a global average pool, and as reductions over one axis after another (which it merges into one;
     both exact on a plain input), the student's first block came out 7e-3 from PyTorch's result, 3e-2 in the
     logits. Means over one axis at a time that OpenVINO cannot merge (mean, sum, mean) keep the whole student
-    within 1.5e-5.
-    (A reshape between the reductions also keeps them apart, but makes OpenVINO reorder the convolutions'
-    blocked layouts: 20 % of the forward.)
-    Same statistics as ``norm`` (biased variance, its eps, its affine weights).
+    within 1.5e-5. (A reshape between the reductions also keeps them apart, but makes OpenVINO reorder the
+    convolutions' blocked layouts: 20 % of the forward.) Same statistics as ``norm``: biased variance, its eps,
+    its affine weights.
 
     Args:
         norm: the PyTorch instance norm it replaces (without running statistics).
