@@ -13,8 +13,9 @@ weighting and accumulation as they are:
 * ``tile_per_core``: the frozen trace, with the sliding window's tiles run side by side, one core each
   (``CpuPredictor``); the tiles are still summed in nnU-Net's order;
 * ``openvino``: the network converted by OpenVINO and compiled for this CPU in float32 (``openvino_engine``;
-  built once per fold, seconds), its tiles side by side as along ``tile_per_core``. OpenVINO is the ``cpu``
-  extra: where it is not installed, auto leaves this path out and says so.
+  built once per fold, seconds); it runs one tile at a time on all cores while the next one is cut out and the
+  last one's logits are summed. OpenVINO is the ``cpu`` extra: where it is not installed, auto leaves this path
+  out and says so.
 
 ``choose_cpu_path`` measures each path on the model's own weights and patch, keeps those whose logits stay
 within ``tolerance`` of nnU-Net's own path, and takes the one that finishes the prediction at hand first (the
@@ -57,6 +58,8 @@ class PathNetwork(nn.Module):
         self.build_seconds = 0.0
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if self.path.engine == "openvino" and self._weights in self._built and self._weights != id(state_dict):
+            self._built[self._weights].release_memory()  # only the fold at work holds activation buffers
         self._weights = id(state_dict)  # nnU-Net passes the same dict of each fold for every case
         if not self.path.built_per_fold or self._weights not in self._built:
             result = self.network.load_state_dict(state_dict, strict=strict, assign=assign)
@@ -112,10 +115,10 @@ class PathChoice:
 
 
 class CpuPredictor(nnUNetPredictor):
-    """nnU-Net's predictor for ``--device cpu``; along a ``tile_per_core`` path its sliding window runs as many tiles
-    at a time as it has threads, each on one of them. nnU-Net's loop runs one tile after another, so this is its
-    CPU branch again with only the forwards side by side: the same Gaussian, the same float16 sums, in the
-    slicers' order."""
+    """nnU-Net's predictor for ``--device cpu``; along a path with ``threaded_tiles`` its sliding window hands the
+    network as many tiles at a time as it has threads, from one thread each (``tile_workers``). nnU-Net's loop runs
+    one tile after another, so this is its CPU branch again with only the forwards in threads: the same Gaussian,
+    the same float16 sums, in the slicers' order."""
     cpu_path: CpuPath = CPU_PATHS["nnunet"]
 
     @torch.inference_mode()
@@ -148,7 +151,7 @@ class CpuPredictor(nnUNetPredictor):
 
 def tile_workers(path: CpuPath) -> int:
     """Tiles that ``path`` predicts at a time: one per thread of PyTorch's (nnU-Net sets them) or one."""
-    return torch.get_num_threads() if path.tile_per_core else 1
+    return torch.get_num_threads() if path.threaded_tiles else 1
 
 
 def _one_core_each(workers: int) -> ThreadPoolExecutor:
@@ -165,7 +168,7 @@ def _in_inference_mode(function):
 
 def use_path(predictor: CpuPredictor, path: CpuPath) -> None:
     """Makes ``predictor`` (an initialised ``CpuPredictor``) run its network along ``path``."""
-    if path.tile_per_core and not isinstance(predictor, CpuPredictor):
+    if path.threaded_tiles and not isinstance(predictor, CpuPredictor):
         raise TypeError(f"the {path.name} path needs a CpuPredictor, not {type(predictor).__name__}")
     network = predictor.network.network if isinstance(predictor.network, PathNetwork) else predictor.network
     if path.name == "nnunet":
@@ -177,8 +180,8 @@ def use_path(predictor: CpuPredictor, path: CpuPath) -> None:
 
 
 def _forward_tiles(network: nn.Module, patch: torch.Tensor, path: CpuPath) -> torch.Tensor:
-    """Runs ``patch`` through ``network`` as ``path`` runs tiles (side by side, one core each: as many copies as
-    threads) and returns the first copy's output."""
+    """Runs ``patch`` through ``network`` as ``path`` runs tiles (from one thread per core with ``threaded_tiles``:
+    as many copies as threads) and returns the first copy's output."""
     workers = tile_workers(path)
     if workers < 2:
         with torch.inference_mode():

@@ -11,7 +11,10 @@ class CpuPath:
     name: str
     channels_last: bool
     engine: str  # "pytorch" (eager), "torchscript" (traced, frozen, optimised) or "openvino" (converted, compiled)
-    tile_per_core: bool  # the sliding window's tiles run side by side, one core each, instead of one after another
+    # the sliding window hands its tiles to the network from one thread per core instead of one after another
+    # (CpuPredictor): a PyTorch engine runs them side by side, one core each; OpenVINO one at a time on all cores,
+    # the next tile waiting while the last one's logits are summed
+    threaded_tiles: bool
     description: str
 
     @property
@@ -27,8 +30,8 @@ CPU_PATHS: Dict[str, CpuPath] = {p.name: p for p in (
             "channels-last, traced, frozen and optimised for inference by TorchScript"),
     CpuPath("tile_per_core", True, "torchscript", True, "frozen, and as many tiles at a time as cores, one core each"),
     CpuPath("openvino", False, "openvino", True,
-            "converted by OpenVINO and compiled for this CPU in float32, as many tiles at a time as cores, one "
-            "OpenVINO stream each"),
+            "converted by OpenVINO and compiled for this CPU in float32, one tile at a time on all cores, the next "
+            "one queued"),
 )}
 
 

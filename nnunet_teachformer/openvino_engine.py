@@ -5,15 +5,17 @@ convolution into it; on the student it ran about twice as fast as PyTorch's Torc
 (benchmarks/README.md). It is compiled with float32 inference precision: on CPUs with
 AMX or AVX512-BF16 OpenVINO would otherwise run in bfloat16, whose logits are not float32's.
 """
+import contextlib
 import copy
 import ctypes
-import queue
+import threading
 
 import torch
 from torch import nn
 
 from nnunet_teachformer.errors import TeachFormerError
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 INSTALL_HINT = "pip install 'nnunet-teachformer[cpu]' (or pip install openvino)"
 
 
@@ -75,48 +77,62 @@ def _accurate_norms(network: nn.Module) -> nn.Module:
     return network
 
 
-def _return_freed_memory() -> None:
-    """Hands the memory freed by the trace's forward and by compilation back to the system (glibc keeps it
-    otherwise: measured 650 MB resident after the student's build instead of 340)."""
+@contextlib.contextmanager
+def _freed_blocks_returned():
+    """Within: glibc hands every freed block of 128 kB or more straight back to the system. By default it raises
+    that size to the largest block it has seen freed (the trace forward's activations, 19 MB) and keeps what is
+    freed below it: the student's build then peaked 565 MB above its start instead of 231. After: the sizes
+    glibc's default ends at for a PyTorch forward, fixed (32 MB, and 64 MB of free heap before it trims)."""
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        libc = None
+    if libc is None:
+        yield
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    try:
+        yield
+    finally:
+        libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+        libc.mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024)
 
 
 class OpenVinoNetwork:
     """Callable like the network on tiles of ``example``'s shape (the only shape nnU-Net's sliding window feeds),
-    from any thread; up to ``streams`` calls run at once, each on its own OpenVINO stream of one thread.
+    from any thread: one tile at a time on ``threads`` threads (one OpenVINO stream); other callers wait their
+    turn. One stream over all cores ran the benchmark case as fast as one single-threaded stream per core, with
+    one set of activation buffers instead of one per stream (~150 MB less at its peak).
 
     Args:
         network: the fold's network with its weights loaded, in eval mode.
         example: a tile of the shape the compiled network will take (batch 1).
-        streams: how many tiles may run at the same time (one core each).
+        threads: the threads OpenVINO computes each tile with.
     """
 
-    def __init__(self, network: nn.Module, example: torch.Tensor, streams: int):
+    def __init__(self, network: nn.Module, example: torch.Tensor, threads: int):
         ov = _openvino()
         self.shape = tuple(example.shape)
-        with torch.no_grad():  # from a TorchScript trace: OpenVINO's own tracing of the module takes twice as long
-            traced = torch.jit.trace(_accurate_norms(network), example, check_trace=False)
-            model = ov.convert_model(traced, example_input=example, input=[self.shape])
-        del traced
-        _return_freed_memory()
-        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                          "NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": streams})
-        del model
-        _return_freed_memory()
-        self._idle: "queue.Queue" = queue.Queue()
-        for _ in range(streams):
-            self._idle.put(compiled.create_infer_request())
+        with _freed_blocks_returned():
+            with torch.no_grad():  # from a TorchScript trace: OpenVINO's own tracing of the module takes twice as long
+                traced = torch.jit.trace(_accurate_norms(network), example, check_trace=False)
+                model = ov.convert_model(traced, example_input=example, input=[self.shape])
+            del traced
+            self.compiled = ov.Core().compile_model(model, "CPU", {
+                "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads})
+            del model
+        self._request = self.compiled.create_infer_request()
+        self._turn = threading.Lock()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape) != self.shape:
             raise ValueError(f"the openvino path was compiled for tiles of {self.shape}, not {tuple(x.shape)}")
-        request = self._idle.get()
-        try:
+        with self._turn:
             # the request's output buffer is reused by its next call: keep a copy (OpenVINO's default)
-            out = request.infer({0: x.detach().contiguous().numpy()}, share_inputs=True)[0]
-        finally:
-            self._idle.put(request)
+            out = self._request.infer({0: x.detach().contiguous().numpy()}, share_inputs=True)[0]
         return torch.from_numpy(out)
+
+    def release_memory(self) -> None:
+        """Frees the buffers of the tile's activations until the next call (which allocates them again)."""
+        with self._turn:
+            self.compiled.release_memory()

@@ -12,6 +12,7 @@ from nnunet_teachformer.cpu_inference import (CpuPredictor, PathNetwork, choose_
                                               use_path)
 from nnunet_teachformer.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, float16_sums_bound
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.openvino_engine import OpenVinoNetwork
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,17 @@ def test_each_path_gives_nnunets_logits_for_every_fold(predictor, volume, expect
         assert len(predictor.network._built) == 2
 
 
+def test_openvino_holds_activation_buffers_for_the_fold_at_work_only(predictor, volume, monkeypatch):
+    use_path(predictor, CPU_PATHS["openvino"])  # builds fold 0
+    released = []
+    monkeypatch.setattr(OpenVinoNetwork, "release_memory", lambda network: released.append(network))
+    predictor.predict_logits_from_preprocessed_data(volume)  # fold 0, then fold 1 (built)
+    fold0, fold1 = predictor.network._built.values()
+    assert released == [fold0]
+    predictor.predict_logits_from_preprocessed_data(volume)  # the next case: fold 0 again, then fold 1
+    assert released == [fold0, fold1, fold0]
+
+
 @pytest.fixture
 def two_threads():
     """Two tiles, two cores: as on CI's machines, whatever this one has."""
@@ -85,8 +97,8 @@ def two_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("path", [p for p in CPU_PATHS if CPU_PATHS[p].tile_per_core])
-def test_tiles_run_side_by_side_one_core_each(predictor, volume, expected, path, two_threads, monkeypatch):
+@pytest.mark.parametrize("path", [p for p in CPU_PATHS if CPU_PATHS[p].threaded_tiles])
+def test_tiles_come_from_one_thread_per_core(predictor, volume, expected, path, two_threads, monkeypatch):
     use_path(predictor, CPU_PATHS[path])
     calls = []
     forward = predictor.network.forward
@@ -102,6 +114,8 @@ def test_tiles_run_side_by_side_one_core_each(predictor, volume, expected, path,
     assert len({thread for thread, _ in calls}) == 2 and threading.get_ident() not in {t for t, _ in calls}
     assert torch.get_num_threads() == 2  # the caller's threads are untouched
     assert_same_segmentation(got, expected)
+    if CPU_PATHS[path].engine == "openvino":  # which computes each tile on both cores
+        assert all(built.compiled.get_property("INFERENCE_NUM_THREADS") == 2 for built in predictor.network._built.values())
 
 
 def test_a_plain_nnunet_predictor_is_refused_the_tile_per_core_path(predictor):

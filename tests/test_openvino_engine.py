@@ -1,5 +1,7 @@
 """`openvino_engine`: the openvino CPU path keeps PyTorch's float32 logits where OpenVINO's own instance norm does
-not, and refuses a tile it was not compiled for."""
+not, refuses a tile it was not compiled for, and lets callers from several threads take turns."""
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 from torch import nn
@@ -35,11 +37,30 @@ def test_a_full_resolution_conv_and_norm_keeps_pytorchs_float32_result():
     x = torch.rand((1, 2, 64, 96, 96), generator=torch.Generator().manual_seed(0)) + 1
     with torch.no_grad():
         expected = block(x)
-    got = OpenVinoNetwork(block, x, streams=1)(x)
+    got = OpenVinoNetwork(block, x, threads=1)(x)
     assert got.shape == expected.shape and (got - expected).abs().max() < 1e-4
 
 
 def test_a_tile_of_another_shape_is_refused():
-    network = OpenVinoNetwork(nn.Conv3d(1, 2, 3, padding=1).eval(), torch.zeros(1, 1, 8, 8, 8), streams=1)
+    network = OpenVinoNetwork(nn.Conv3d(1, 2, 3, padding=1).eval(), torch.zeros(1, 1, 8, 8, 8), threads=1)
     with pytest.raises(ValueError, match=r"compiled for tiles of \(1, 1, 8, 8, 8\), not \(1, 1, 8, 8, 16\)"):
         network(torch.zeros(1, 1, 8, 8, 16))
+
+
+def test_calls_from_two_threads_take_turns_on_one_stream_of_all_threads():
+    network = OpenVinoNetwork(nn.Conv3d(1, 2, 3, padding=1).eval(), torch.zeros(1, 1, 16, 16, 16), threads=2)
+    assert network.compiled.get_property("NUM_STREAMS") == 1
+    assert network.compiled.get_property("INFERENCE_NUM_THREADS") == 2
+    tiles = [torch.randn((1, 1, 16, 16, 16), generator=torch.Generator().manual_seed(i)) for i in range(8)]
+    alone = [network(t) for t in tiles]
+    with ThreadPoolExecutor(2) as pool:  # one infer request: without turns the calls would take each other's output
+        together = list(pool.map(network, tiles))
+    assert all(torch.equal(a, b) for a, b in zip(alone, together))
+
+
+def test_released_buffers_come_back_with_the_next_tile():
+    network = OpenVinoNetwork(nn.Conv3d(1, 2, 3, padding=1).eval(), torch.zeros(1, 1, 16, 16, 16), threads=1)
+    tile = torch.randn((1, 1, 16, 16, 16), generator=torch.Generator().manual_seed(0))
+    before = network(tile)
+    network.release_memory()
+    assert torch.equal(network(tile), before)
