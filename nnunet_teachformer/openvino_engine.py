@@ -81,8 +81,9 @@ def _accurate_norms(network: nn.Module) -> nn.Module:
 def _freed_blocks_returned():
     """Within: glibc hands every freed block of 128 kB or more straight back to the system. By default it raises
     that size to the largest block it has seen freed (the trace forward's activations, 19 MB) and keeps what is
-    freed below it: the student's build then peaked 565 MB above its start instead of 231. After: the sizes
-    glibc's default ends at for a PyTorch forward, fixed (32 MB, and 64 MB of free heap before it trims)."""
+    freed below it: the student's build then peaked 565 MB above its start instead of 231. After: glibc's
+    ceilings for those sizes, fixed (32 MB, and 64 MB of free heap before it trims it), so that PyTorch's paths
+    keep reusing their buffers."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc
