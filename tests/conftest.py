@@ -116,6 +116,13 @@ def console_script(name):
 
 
 @pytest.fixture(scope="session")
+def usable_cores():
+    """Cores this process may run on (one per pytest-xdist worker under scripts/test): OpenVINO uses no more
+    threads than that, whatever it is asked for."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+@pytest.fixture(scope="session")
 def nnunet_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("nnunet")
     dirs = {k: root / k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
