@@ -10,12 +10,16 @@ re-planned or re-converted since, is refused even when its folder name and fold 
 import hashlib
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 PROVENANCE_FILE = "provenance.json"
+TEACHERS_FILE = "teachers.json"  # in a distilled student's fold_X: the teachers that taught it
+# how a student's teachers.json says it knows what a teacher trained on
+PROVENANCE_RECORDED = "recorded"  # the teacher's own provenance.json
+PROVENANCE_DERIVED = "derived from nnU-Net's split"  # trained without this package: splits_final.json's fold
 
 
 def input_fingerprint(plans: dict, configuration: str, dataset_json: dict, dataset_fingerprint: dict) -> str:
@@ -44,3 +48,9 @@ def read_record(fold_folder) -> Optional[dict]:
 def seen_cases(record: dict) -> set:
     """Every case whose labels influenced the model: it trained on them or chose its weights with them."""
     return set(record.get("training_cases", [])) | set(record.get("selection_cases", []))
+
+
+def recorded_teachers(fold_folder) -> Optional[List[Tuple[str, str]]]:
+    """(trainer, checkpoint file name) of each teacher in a distilled student's ``teachers.json``; None without one."""
+    path = Path(fold_folder) / TEACHERS_FILE
+    return [(t["trainer"], Path(t["checkpoint"]).name) for t in load_json(str(path))] if path.is_file() else None

@@ -1,5 +1,5 @@
 """The distilled student's checks of its teachers and of itself, in process on the session's trained tiny teachers:
-provenance (split, data, unrecorded teachers), the teacher set as part of a run's identity, options and names
+provenance (split, data, teachers without a record, checkpoint_best, fold all), a teacher on another patch, the teacher set as part of a run's identity, options and names
 checked when the trainer is built. (tests/test_e2e.py runs the same guards through nnUNetv2_train.)"""
 import json
 import os
@@ -76,17 +76,60 @@ def test_teacher_trained_on_other_data_is_refused(scratch):
     assert "other input data" in message and f"-tr {TEACHER}" in message
 
 
-def test_teacher_without_a_record_needs_explicit_consent_and_is_marked(scratch, monkeypatch):
-    (scratch["teacher_fold"] / "provenance.json").unlink()
-    message = _refusal(_student())
-    assert "no provenance record" in message and "TEACHFORMER_ALLOW_UNRECORDED_TEACHERS=1" in message
-
-    monkeypatch.setenv("TEACHFORMER_ALLOW_UNRECORDED_TEACHERS", "1")
+def test_teacher_without_a_record_teaches_by_nnunets_split_and_is_marked(scratch):
+    (scratch["teacher_fold"] / "provenance.json").unlink()  # as a model trained by nnU-Net itself
     student = _student()
     student.on_train_start()
     with open(os.path.join(student.output_folder, "teachers.json")) as f:
         taught = json.load(f)
-    assert [(t["trainer"], t["provenance"]) for t in taught] == [(TEACHER, "unrecorded")]
+    assert [(t["trainer"], t["provenance"]) for t in taught] == [(TEACHER, "derived from nnU-Net's split")]
+    assert not (scratch["teacher_fold"] / "provenance.json").exists()  # nothing written into the teacher's folder
+
+
+def test_teacher_without_a_record_is_checked_against_the_split(scratch):
+    (scratch["teacher_fold"] / "provenance.json").unlink()
+    splits_file = scratch["preprocessed"] / "splits_final.json"
+    splits = json.loads(splits_file.read_text())
+    moved = splits[0]["train"][:2]  # by nnU-Net's rule the teacher trained on these; the student validates on them
+    splits[0] = {"train": splits[0]["val"] + splits[0]["train"][2:], "val": moved}
+    splits_file.write_text(json.dumps(splits))
+    message = _refusal(_student())
+    assert "learnt from" in message and "splits_final.json" in message and moved[0] in message
+
+
+def _strip_record_and_set_fold(teacher_fold, checkpoint_name, fold):
+    (teacher_fold / "provenance.json").unlink(missing_ok=True)
+    path = teacher_fold / checkpoint_name
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint["init_args"]["fold"] = fold
+    torch.save(checkpoint, path)
+
+
+def test_best_checkpoint_selected_on_the_validation_cases_is_refused(scratch, monkeypatch):
+    assert (scratch["teacher_fold"] / "checkpoint_best.pth").is_file()
+    _strip_record_and_set_fold(scratch["teacher_fold"], "checkpoint_best.pth", 0)  # nnU-Net's own: no hold-out
+    monkeypatch.setenv("TEACHFORMER_TEACHERS", f"{TEACHER}:checkpoint_best.pth")
+    message = _refusal(_student())
+    assert "selected by nnU-Net on its fold's validation cases" in message and "checkpoint_best.pth" in message
+    assert f"{TEACHER}:checkpoint_final.pth" in message
+
+
+def test_fold_all_teacher_is_refused_for_a_numbered_fold(scratch):
+    _strip_record_and_set_fold(scratch["teacher_fold"], "checkpoint_final.pth", "all")  # copied from fold_all
+    message = _refusal(_student())
+    assert "learnt from" in message and "trained on fold all" in message
+    assert f"nnUNetv2_train 990 {CONFIG} 0 -p {TEACHFORMER_PLANS} -tr {TEACHER}" in message
+
+
+def test_fixed_grid_teacher_that_cannot_run_on_the_students_patch_is_refused(scratch):
+    student_plans = json.loads((scratch["preprocessed"] / f"{TEACHFORMER_PLANS}.json").read_text())
+    trained = list(student_plans["configurations"][CONFIG]["patch_size"])
+    patch = [trained[0] - 16] + trained[1:]  # the student's network takes it; UNETR's grid is fixed at training
+    student_plans["configurations"][CONFIG]["patch_size"] = patch
+    (scratch["preprocessed"] / f"{TEACHFORMER_PLANS}.json").write_text(json.dumps(student_plans))
+    message = _refusal(_student())
+    assert f"trained on the patch {trained}" in message and f"student's patch {patch}" in message
+    assert "teachformer plan -d 990" in message and "-p TeachFormerPlans" in message
 
 
 def test_a_fold_is_never_continued_with_another_teacher_set(scratch, monkeypatch):

@@ -8,8 +8,9 @@ subclass is a distilled student, an ``ArchitectureTrainer`` subclass a teacher o
 without distillation (its network spec says which), anything else an nnU-Net baseline.
 
 A distilled student's ``fold_X/teachers.json`` records the teachers that taught that fold and whether
-each had a provenance record (``"provenance": "recorded"``; ``"unrecorded"`` for a teacher trained
-elsewhere that the user accepted explicitly; absent in records written before it existed: "unknown").
+each had a provenance record (``"provenance": "recorded"``; ``"derived from nnU-Net's split"`` for a model
+trained without this package, whose cases follow ``splits_final.json``; ``"unrecorded"`` in records of older
+versions; absent in records written before it existed: "unknown").
 Folds of one trainer taught by different teacher sets are not one model: ``split_by_teacher_set`` makes
 one result per set, each with only its own folds.
 """
@@ -26,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.evaluation.metrics import CaseValues, dice_per_case, evaluated_labels
 from nnunet_teachformer.nnunet_paths import dataset_id, model_identifier, train_command
+from nnunet_teachformer.provenance import PROVENANCE_DERIVED, PROVENANCE_RECORDED
 
 ROLE_TEACHER = "teacher"
 ROLE_STUDENT = "student (no distillation)"
@@ -99,7 +101,6 @@ class FoldResult:
         return self.folder / "validation"
 
 
-PROVENANCE_RECORDED = "recorded"
 PROVENANCE_UNKNOWN = "unknown"  # teachers.json written before the provenance key existed
 
 
@@ -107,7 +108,7 @@ PROVENANCE_UNKNOWN = "unknown"  # teachers.json written before the provenance ke
 class TeacherRecord:
     trainer: str
     checkpoint: str
-    provenance: str  # "recorded", "unrecorded" or "unknown"
+    provenance: str  # "recorded", "derived from nnU-Net's split", "unrecorded" (older versions) or "unknown"
 
 
 @dataclass
@@ -135,8 +136,11 @@ class ModelResults:
                 continue
             warnings += [f"fold {fold}: teacher {t.trainer} ({t.checkpoint}): " +
                          ("provenance unknown (teachers.json written before provenance was recorded)"
-                          if t.provenance == PROVENANCE_UNKNOWN else f"provenance {t.provenance} (no record of how "
-                                                                     f"and on which cases it was trained)")
+                          if t.provenance == PROVENANCE_UNKNOWN else
+                          "provenance derived from nnU-Net's split (trained without nnunet-teachformer: its cases are "
+                          "those of splits_final.json's fold, its checkpoint_final the last epoch)"
+                          if t.provenance == PROVENANCE_DERIVED else
+                          f"provenance {t.provenance} (no record of how and on which cases it was trained)")
                          for t in records if t.provenance != PROVENANCE_RECORDED]
         return warnings
 

@@ -7,8 +7,9 @@ widths and kernels. Both run under the study's protocol (``StudyProtocol``: inne
 early stopping, provenance record), so they are compared with, and teach, our networks on equal terms.
 The distillation taps of these networks are found automatically (``networks.taps.distillation_taps_of``).
 
-The stock ``nnUNetTrainer`` can teach too (``TEACHFORMER_TEACHERS=nnUNetTrainer``), but it keeps no
-provenance record, so it needs ``TEACHFORMER_ALLOW_UNRECORDED_TEACHERS=1``.
+The stock ``nnUNetTrainer`` (and any of its variants, on any plans) teaches too, as the user trained it
+(``teachformer distill --from nnUNetTrainer``): it keeps no provenance record, so what it trained on is
+derived from nnU-Net's ``splits_final.json`` (``distillation.teachers.derived_record``).
 """
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans

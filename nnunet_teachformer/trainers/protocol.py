@@ -18,7 +18,8 @@ trained and selected under one protocol:
   is unbiased, also for students whose teachers were selected this way. The stop counter is derived
   from the logged EMA history, which the checkpoint carries: ``--c`` resumes it exactly, and ``--c``
   after an early stop trains no further. With ``early_stopping_patience = None`` the split and the
-  selection are nnU-Net's own;
+  selection are nnU-Net's own (``checkpoint_best.pth`` is then chosen on the fold's validation cases, so a
+  cross-validated student refuses it as a teacher);
 * provenance: ``fold_X/provenance.json`` (``nnunet_teachformer.provenance``), rewritten with every
   checkpoint, records the cases the model learnt from and chose its weights with, and the fingerprint
   of its input data; distilled students check their teachers against it.
@@ -94,9 +95,12 @@ class StudyProtocol:
                                         folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
                      for keys in (training, monitored))
 
+    def dataset_fingerprint(self) -> dict:
+        return load_json(join(self.preprocessed_dataset_folder_base, "dataset_fingerprint.json"))
+
     def input_fingerprint(self) -> str:
-        fingerprint = load_json(join(self.preprocessed_dataset_folder_base, "dataset_fingerprint.json"))
-        return input_fingerprint(self.plans_manager.plans, self.configuration_name, self.dataset_json, fingerprint)
+        return input_fingerprint(self.plans_manager.plans, self.configuration_name, self.dataset_json,
+                                 self.dataset_fingerprint())
 
     def provenance_record(self) -> dict:
         training, selection, validation = self.case_roles()

@@ -41,11 +41,11 @@ from nnunet_teachformer.distillation.teachers import (TEACHERS_ENV, StudentRun, 
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.hdenseformer import HDENSEFORMER_LIGHT_SPEC
 from nnunet_teachformer.networks.taps import TAP_NAMES, capture_taps
+from nnunet_teachformer.provenance import PROVENANCE_DERIVED, TEACHERS_FILE, recorded_teachers
 from nnunet_teachformer.trainers.architecture_trainer import ArchitectureTrainer
 from nnunet_teachformer.trainers.progress import DistillationProgressLogger
 
 LOSS_TERMS = ("train_l_seg", "train_l_afs", "train_l_pwd")
-TEACHERS_FILE = "teachers.json"  # in fold_X: the teachers that taught this fold
 
 
 def _number(minimum: float, strict: bool):
@@ -149,15 +149,20 @@ class TeachFormerTrainer(ArchitectureTrainer):
             dataset_name=self.plans_manager.dataset_name, plans=self.plans_manager.plans,
             configuration=self.configuration_name, fold=self.fold, dataset_json=self.dataset_json,
             validation_cases=tuple(self.case_roles()[2]), splits=self._load_splits(),
-            input_fingerprint=self.input_fingerprint())
+            dataset_fingerprint=self.dataset_fingerprint())
         teachers = load_teachers(refs, run, self.device)
         self.teachers = self.teacher_ensemble(teachers)
         if self.local_rank == 0:  # which teachers taught this fold: the run's identity, and the report's record
             save_json([t.describe() for t in teachers], join(self.output_folder, TEACHERS_FILE))
-        unrecorded = [t.ref.trainer for t in teachers if not t.recorded]
-        if unrecorded:
-            self.print_to_log_file(f"WARNING: teachers without a provenance record, accepted on request: "
-                                   f"{', '.join(unrecorded)}. The report marks this model.")
+        derived = [t.ref.trainer for t in teachers if t.provenance == PROVENANCE_DERIVED]
+        if derived:
+            self.print_to_log_file(f"Teachers trained without nnunet-teachformer: {', '.join(derived)}; what they "
+                                   f"trained on is derived from nnU-Net's splits_final.json (fold {self.fold}), "
+                                   f"recorded in {TEACHERS_FILE}, and marked in the report.")
+        for t in teachers:
+            if t.patch_size is not None:
+                self.print_to_log_file(f"Teacher {t.ref.trainer} was trained on the patch {t.patch_size}; it runs on "
+                                       f"this student's patch {list(self.configuration_manager.patch_size)}.")
         self.print_to_log_file(
             "Teach-Former distillation: teachers " + ", ".join(str(t.checkpoint_path) for t in teachers) +
             f" (precision {self.teacher_precision}, channels_last {self.teacher_channels_last})" +
@@ -171,9 +176,7 @@ class TeachFormerTrainer(ArchitectureTrainer):
         if not any(folder.glob("checkpoint_*.pth")):
             return
         requested = [(r.trainer, r.checkpoint) for r in refs]
-        record = folder / TEACHERS_FILE
-        recorded = [(t["trainer"], Path(t["checkpoint"]).name) for t in load_json(str(record))] \
-            if record.is_file() else None
+        recorded = recorded_teachers(folder)
         if recorded == requested:
             return
         was = ("teachers " + ", ".join(f"{t}:{c}" for t, c in recorded)) if recorded is not None else \
