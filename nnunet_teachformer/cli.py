@@ -1,12 +1,15 @@
 """The ``teachformer`` command: one subcommand per step of a Teach-Former study.
 
 Heavy imports (torch, nnU-Net, MONAI) happen inside the subcommands, so ``teachformer --help`` is fast.
-A ``TeachFormerError`` is printed as one paragraph and exits with status 2.
+A ``TeachFormerError`` is printed as one paragraph and exits with status 2. Every flag that mirrors one of
+nnU-Net's commands also takes nnU-Net's spelling (``NNUNET_SPELLINGS``), hidden from the help.
 """
 import argparse
+import copy
 import sys
 
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.nnunet_paths import parse_fold
 
 
 def _convert_synthetic(a):
@@ -41,25 +44,49 @@ def _train(a):
     from nnunet_teachformer.study import plan_study, run_study
     runs = plan_study(a.dataset, a.folds, a.teachers, a.student, plans=a.plans, configuration=a.configuration,
                       device=a.device, preset=a.preset, nnunet_baseline=a.nnunet_baseline)
+    if not _dry_run_or_submit(a, runs):
+        run_study(runs)
+
+
+def _dry_run_or_submit(a, runs) -> bool:
+    """--dry-run prints the runs, --submit slurm submits them; False when they are to run here."""
     if a.dry_run:
         for r in runs:
             print(("# done: " if r.finished else "") + r.shell())
-        return
+        return True
     if a.submit:
         _submit(a, runs)
-        return
+        return True
     if a.write_only or a.gpus is not None or a.sbatch_args:
         raise TeachFormerError("--write-only, --gpus and --sbatch-args are for the job scripts of --submit slurm; "
                                "add --submit slurm, or leave them out to train here.")
+    return False
+
+
+def _distill(a):
+    from nnunet_teachformer.distill import plan_distillation, predict_command
+    from nnunet_teachformer.study import run_study
+    runs = plan_distillation(a.dataset, a.teachers, a.folds, plans=a.plans, configuration=a.configuration,
+                             checkpoint=a.checkpoint, student=a.student, preset=a.preset, baseline=a.baseline,
+                             device=a.device)
+    if _dry_run_or_submit(a, runs):
+        return
     run_study(runs)
+    folds = sorted({r.fold for r in runs}, key=str)
+    _print_report(a.dataset, folds, reference=runs[-1].trainer, device=a.device if a.device != "mps" else "cpu",
+                  timing=not a.no_timing, mirroring=True)
+    plans = runs[0].command[runs[0].command.index("-p") + 1]
+    print(f"\nPredict with the distilled student:\n    {predict_command(a.dataset, runs, plans, a.configuration)}"
+          f" --device {a.device}")
 
 
 def _submit(a, runs):
     from nnunet_teachformer.planners.plan import resolve_dataset
     from nnunet_teachformer.slurm import slurm_folder, submit, write_study
+    from nnunet_teachformer.study import sort_folds
     dataset_id, dataset_name = resolve_dataset(a.dataset, need_raw=False)
-    jobs = write_study(runs, dataset_id, dataset_name, a.folds, a.device, gpus=1 if a.gpus is None else a.gpus,
-                       sbatch_args=a.sbatch_args)
+    jobs = write_study(runs, dataset_id, dataset_name, sort_folds(r.fold for r in runs), a.device,
+                       gpus=1 if a.gpus is None else a.gpus, sbatch_args=a.sbatch_args)
     folder = slurm_folder(dataset_name)
     if not jobs:
         print(f"All {len(runs)} models are trained; nothing to submit. `teachformer report -d {a.dataset}` makes "
@@ -81,8 +108,8 @@ def _status(a):
 def _predict(a):
     from nnunet_teachformer.study import predict
     predict(a.input, a.output, a.dataset, a.folds, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
-            device=a.device, save_probabilities=a.save_probabilities, tta=not a.disable_tta, cpu_path=a.cpu_path,
-            postprocessing=not a.no_postprocessing)
+            device=a.device, save_probabilities=a.save_probabilities, checkpoint=a.checkpoint, tta=not a.disable_tta,
+            cpu_path=a.cpu_path, postprocessing=not a.no_postprocessing)
 
 
 def _evaluate_hecktor21(a):
@@ -103,9 +130,13 @@ def _evaluate_picai22(a):
 
 
 def _report(a):
+    _print_report(a.dataset, a.folds, output=a.output, reference=a.reference, device=a.device,
+                  timing=not a.no_timing, mirroring=not a.disable_tta)
+
+
+def _print_report(dataset, folds, **options):
     from nnunet_teachformer.evaluation.report import build_report
-    report = build_report(a.dataset, a.folds, output=a.output, reference=a.reference, device=a.device,
-                          timing=not a.no_timing, mirroring=not a.disable_tta)
+    report = build_report(dataset, folds, **options)
     print(f"Reference for the paired tests: {report.reference_rule}; p-values Holm-corrected over the table\n")
     print(report.table_markdown)
     if any(r.model.teacher_warnings for r in report.rows):
@@ -211,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nnunet_teachformer import roster
     p = sub.add_parser("train", help="train teachers, baseline and distilled students per fold (nnUNetv2_train)")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
-    p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("-f", "--folds", type=parse_fold, nargs="+", default=[0, 1, 2, 3, 4], help=FOLDS_HELP)
     p.add_argument("--teachers", nargs="+", choices=list(roster.TEACHERS), default=list(roster.PAPER_TEACHERS),
                    help="the paper's three by default; unet/resenc are nnU-Net's own U-Nets (mixes allowed)")
     p.add_argument("--nnunet-baseline", action="store_true",
@@ -222,18 +253,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--plans", default="TeachFormerPlans")
     p.add_argument("-c", "--configuration", default="3d_fullres")
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default="cuda")
-    p.add_argument("--dry-run", action="store_true", help="print the nnUNetv2_train commands and exit")
-    p.add_argument("--submit", choices=["slurm"], default=None,
-                   help="submit the study as a SLURM job graph (students after their fold's teachers, then the "
-                        "report) instead of training here")
-    p.add_argument("--sbatch-args", default="", metavar='"OPTIONS"',
-                   help='sbatch options for every job, e.g. "--partition=gpu --time=48:00:00 --account=lab"')
-    p.add_argument("--gpus", type=int, default=None,
-                   help="GPUs per training job (default 1; more runs nnU-Net's -num_gpus; 0 with --device cpu)")
-    p.add_argument("--write-only", action="store_true",
-                   help="with --submit: write the job scripts and submit.sh to $nnUNet_results/<Dataset>/slurm "
-                        "without submitting")
+    _add_run_args(p)
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("distill", help="distil students from the nnU-Net models you already have: trains, per fold, "
+                                       "what is missing, reports the students beside their teachers")
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
+    p.add_argument("--from", dest="teachers", nargs="+", default=["nnUNetTrainer"], metavar="TRAINER",
+                   help="trainer(s) of your models, the teachers (default nnUNetTrainer); any nnU-Net trainer or "
+                        "this package's, trained with the same plans and configuration")
+    p.add_argument("-f", "--folds", type=parse_fold, nargs="+", default=None,
+                   help="folds to distil (numbers and/or all; default: every fold your models have)")
+    p.add_argument("-p", "--plans", default=None, help="plans of your models (default: found in nnUNet_results)")
+    p.add_argument("-c", "--configuration", default="3d_fullres")
+    p.add_argument("--checkpoint", default="checkpoint_final.pth",
+                   help="the teachers' checkpoint file (default checkpoint_final.pth)")
+    p.add_argument("--student", choices=sorted(roster.STUDENTS), default="hdenseformer_light")
+    p.add_argument("--baseline", action="store_true", help="also train the student without distillation per fold")
+    p.add_argument("--preset", choices=sorted(roster.PRESETS), default="full",
+                   help="the student's schedule: full (the paper's), 5epochs, tiny (CPU smoke run)")
+    p.add_argument("--device", choices=["cuda", "cpu", "mps"], default="cuda")
+    p.add_argument("--no-timing", action="store_true", help="leave the inference timing out of the report")
+    _add_run_args(p)
+    p.set_defaults(func=_distill)
 
     p = sub.add_parser("status", help="which model of which fold is done, running, waiting or failed (results "
                                       "tree, and SLURM for a submitted study)")
@@ -244,10 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", required=True, help="folder of images named CASE_XXXX.nii.gz")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
-    p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("-f", "--folds", type=parse_fold, nargs="+", default=[0, 1, 2, 3, 4], help=FOLDS_HELP)
     p.add_argument("-tr", "--trainer", default="TeachFormerTrainer")
     p.add_argument("-p", "--plans", default="TeachFormerPlans")
     p.add_argument("-c", "--configuration", default="3d_fullres")
+    p.add_argument("--checkpoint", default="checkpoint_final.pth")
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default="cuda")
     p.add_argument("--save-probabilities", action="store_true")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (8x faster)")
@@ -273,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_evaluate_hecktor21)
 
     p = evaluate.add_parser("picai22", help="PI-CAI 2022: csPCa detection from nnU-Net's probabilities (npz) with "
-                                            "picai_eval: AUROC, AP and ranking score with 95 % CIs")
+                                            "picai_eval: AUROC, AP and ranking score with 95 %% CIs")
     p.add_argument("--predictions", required=True, help="folder of <case>.npz (nnUNetv2_predict --save_probabilities, "
                                                         "or fold_X/validation after nnUNetv2_train --npz)")
     p.add_argument("--labels", required=True, help="folder of <case>.nii.gz labels (0 background, 1 csPCa): the "
@@ -291,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="cross-validation table, paired tests, plots and gallery of every model")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
-    p.add_argument("-f", "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("-f", "--folds", type=parse_fold, nargs="+", default=[0, 1, 2, 3, 4],
+                   help=FOLDS_HELP + "; fold all is listed apart, as not cross-validated")
     p.add_argument("-o", "--output", default=None, help="report folder (default: $nnUNet_results/<Dataset>/"
                                                           "teachformer_report)")
     p.add_argument("--reference", default=None, metavar="TRAINER",
@@ -332,7 +376,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("env", help="print the export line that makes nnU-Net find our trainers without the start-up "
                                    "hook: eval \"$(teachformer env)\"")
     p.set_defaults(func=_env)
+    _add_nnunet_spellings(parser)
     return parser
+
+
+FOLDS_HELP = "folds: numbers and/or all (nnU-Net's model trained on every case)"
+# our flag -> nnU-Net's spelling of the same flag, also accepted (hidden from the help)
+NNUNET_SPELLINGS = {"--device": "-device", "--disable-tta": "--disable_tta", "--save-probabilities":
+                    "--save_probabilities", "--checkpoint": "-chk", "--gpu-memory": "-gpu_memory_target"}
+
+
+def _add_nnunet_spellings(parser: argparse.ArgumentParser) -> None:
+    """Adds to every (sub)parser a hidden twin of each flag in ``NNUNET_SPELLINGS``, writing the same value."""
+    for action in list(parser._actions):
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in dict.fromkeys(action.choices.values()):
+                _add_nnunet_spellings(subparser)
+            continue
+        for flag in action.option_strings:
+            if flag in NNUNET_SPELLINGS:
+                twin = copy.copy(action)
+                twin.option_strings, twin.help, twin.required = [NNUNET_SPELLINGS[flag]], argparse.SUPPRESS, False
+                parser._add_action(twin)
+
+
+def _add_run_args(p) -> None:
+    """How the nnUNetv2_train runs of `train` and `distill` are carried out: here, printed, or on SLURM."""
+    p.add_argument("--dry-run", action="store_true", help="print the nnUNetv2_train commands and exit")
+    p.add_argument("--submit", choices=["slurm"], default=None,
+                   help="submit the runs as a SLURM job graph (students after their fold's teachers, then the "
+                        "report) instead of training here")
+    p.add_argument("--sbatch-args", default="", metavar='"OPTIONS"',
+                   help='sbatch options for every job, e.g. "--partition=gpu --time=48:00:00 --account=lab"')
+    p.add_argument("--gpus", type=int, default=None,
+                   help="GPUs per training job (default 1; more runs nnU-Net's -num_gpus; 0 with --device cpu)")
+    p.add_argument("--write-only", action="store_true",
+                   help="with --submit: write the job scripts and submit.sh to $nnUNet_results/<Dataset>/slurm "
+                        "without submitting")
 
 
 def _glue_option_values(argv):

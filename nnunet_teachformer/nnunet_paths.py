@@ -1,5 +1,6 @@
 """Thin helpers over nnU-Net's own naming functions, so that no module rebuilds ``Dataset<ID>_<Name>``
 parsing, a ``<Trainer>__<Plans>__<Configuration>/fold_<f>`` path or an ``nnUNetv2_train`` line by hand."""
+import argparse
 from pathlib import Path
 from typing import List, Optional, Union
 
@@ -7,6 +8,18 @@ from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_t
 from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier, get_output_folder
 
 from nnunet_teachformer.errors import TeachFormerError
+
+Fold = Union[int, str]  # 0, 1, ... or "all" (nnU-Net's model trained on every case)
+
+
+def parse_fold(value: str) -> Fold:
+    """A fold as nnU-Net's commands take it: a number, or ``all``."""
+    if value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid fold {value!r}: a fold number (0-4) or all") from None
 
 
 def dataset_id(dataset_name: str) -> int:

@@ -15,19 +15,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from nnunet_teachformer.errors import TeachFormerError
 
 from nnunet_teachformer import roster
-from nnunet_teachformer.nnunet_paths import model_folder, train_command
+from nnunet_teachformer.nnunet_paths import Fold, model_folder, train_command
 
 
 @dataclass
 class ModelRun:
     role: str  # "teacher", "baseline" or "distilled"
     trainer: str
-    fold: int
+    fold: Fold
     command: List[str]
     folder: Path
     env: Dict[str, str] = field(default_factory=dict)
@@ -45,14 +45,20 @@ class ModelRun:
         return (prefix + " " if prefix else "") + " ".join(shlex.quote(c) for c in self.command)
 
 
-def check_folds(dataset_name: str, folds: Sequence[int]) -> None:
+def sort_folds(folds: Iterable[Fold]) -> List[Fold]:
+    """Folds without repeats, the numbered ones in order, then ``all`` (nnU-Net's model trained on every case)."""
+    return sorted(set(folds), key=lambda f: (f == "all", f if f != "all" else 0))
+
+
+def check_folds(dataset_name: str, folds: Sequence[Fold]) -> None:
     from batchgenerators.utilities.file_and_folder_operations import load_json
     splits_file = Path(os.environ.get("nnUNet_preprocessed", ""), dataset_name, "splits_final.json")
     n_folds = len(load_json(str(splits_file))) if splits_file.is_file() else 5
-    bad = [f for f in folds if not 0 <= f < n_folds]
+    bad = [f for f in folds if f != "all" and not 0 <= f < n_folds]
     if bad:
         where = splits_file if splits_file.is_file() else "nnU-Net's default five-fold split"
-        raise TeachFormerError(f"fold(s) {bad} do not exist: {where} has folds 0..{n_folds - 1}.")
+        raise TeachFormerError(f"fold(s) {bad} do not exist: {where} has folds 0..{n_folds - 1} (and all, which "
+                               f"trains on every case).")
 
 
 def distilled_trainer(student: str, teachers: Sequence[str], suffix: str = "") -> Tuple[str, Dict[str, str]]:
@@ -221,7 +227,7 @@ def _postprocess(output: Path, cases: Sequence[str], dataset_json: dict, model: 
         load_postprocess_save(segmentation, segmentation, reader_writer, pp_fns, pp_fn_kwargs)
 
 
-def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[int], trainer: str = "TeachFormerTrainer",
+def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[Fold], trainer: str = "TeachFormerTrainer",
             plans: str = "TeachFormerPlans", configuration: str = "3d_fullres", device: str = "cuda",
             save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth", tta: bool = True,
             processes: Optional[int] = None, cpu_path: str = "auto", postprocessing: bool = True) -> None:
@@ -248,11 +254,12 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[i
         trained = trained_folds(model, checkpoint)
         hint = (f"Trained folds of this model: {' '.join(trained)}; pick them with -f {' '.join(trained)}, or train "
                 f"the others" if trained else "Train them")
-        raise TeachFormerError(f"missing checkpoint(s): {paths}. {hint} with `teachformer train -d {dataset_id} -f "
-                               f"{' '.join(map(str, missing))}`.")
+        commands = "; ".join(" ".join(train_command(dataset_id, configuration, f, plans, trainer)) for f in missing)
+        raise TeachFormerError(f"missing checkpoint(s): {paths}. {hint}: {commands}.")
     for f in folds:
         check_checkpoint(model / f"fold_{f}" / checkpoint,
-                         f"retrain it with `teachformer train -d {dataset_id} -f {f}` (or pick other folds with -f)")
+                         f"retrain it with `{' '.join(train_command(dataset_id, configuration, f, plans, trainer))}` "
+                         f"(or pick other folds with -f)")
     if not (model / "dataset.json").is_file():
         raise TeachFormerError(f"{model / 'dataset.json'} is missing, so the model's input channels are unknown. "
                                f"nnUNetv2_train writes it; retrain or restore the model folder.")
