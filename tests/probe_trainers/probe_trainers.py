@@ -4,6 +4,8 @@ import random
 
 import numpy as np
 import torch
+from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import \
+    nnUNetTrainerNoMirroring
 
 from nnunet_teachformer.trainers import HDenseFormerLightTrainer_tiny, UNETRTrainer_tiny
 
@@ -37,3 +39,16 @@ class SeededSelectionProbeTrainer(HDenseFormerLightTrainer_tiny):
         np.random.seed(0)
         torch.manual_seed(0)
         super().__init__(plans, configuration, fold, dataset_json, device)
+
+
+class StockProbeTrainer(nnUNetTrainerNoMirroring):
+    """A stock nnU-Net trainer variant on a tiny schedule, as a user's existing model: no provenance record, any
+    plans (no mirroring, so its final validation and predictions are quick)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 2
+        self.num_iterations_per_epoch = 4
+        self.num_val_iterations_per_epoch = 2
+
