@@ -38,7 +38,7 @@ def _plan(a):
 
 
 def _train(a):
-    from nnunet_teachformer.study import plan_study, run_study
+    from nnunet_teachformer.study.run import plan_study, run_study
     runs = plan_study(a.dataset, a.folds, a.teachers, a.student, plans=a.plans, configuration=a.configuration,
                       device=a.device, preset=a.preset, nnunet_baseline=a.nnunet_baseline)
     if a.dry_run:
@@ -56,7 +56,7 @@ def _train(a):
 
 def _submit(a, runs):
     from nnunet_teachformer.planners.plan import resolve_dataset
-    from nnunet_teachformer.slurm import slurm_folder, submit, write_study
+    from nnunet_teachformer.study.slurm import slurm_folder, submit, write_study
     dataset_id, dataset_name = resolve_dataset(a.dataset, need_raw=False)
     jobs = write_study(runs, dataset_id, dataset_name, a.folds, a.device, gpus=1 if a.gpus is None else a.gpus,
                        sbatch_args=a.sbatch_args)
@@ -74,12 +74,12 @@ def _submit(a, runs):
 
 
 def _status(a):
-    from nnunet_teachformer.status import format_status, study_status
+    from nnunet_teachformer.study.status import format_status, study_status
     print(format_status(*study_status(a.dataset)))
 
 
 def _predict(a):
-    from nnunet_teachformer.study import predict
+    from nnunet_teachformer.study.run import predict
     predict(a.input, a.output, a.dataset, a.folds, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
             device=a.device, save_probabilities=a.save_probabilities, tta=not a.disable_tta, cpu_path=a.cpu_path,
             postprocessing=not a.no_postprocessing)
@@ -118,7 +118,7 @@ def _report(a):
 
 
 def _demo(a):
-    from nnunet_teachformer.demo import run_demo
+    from nnunet_teachformer.study.demo import run_demo
     run_demo(a.workdir, quick=a.quick, device=a.device, configuration=a.configuration)
 
 
@@ -126,7 +126,7 @@ def _export(a):
     from pathlib import Path
 
     if a.zip:
-        from nnunet_teachformer.export import export_model_zip
+        from nnunet_teachformer.sharing.export import export_model_zip
         card = export_model_zip(a.dataset, a.zip, a.fold, trainer=a.trainer, plans=a.plans,
                                 configuration=a.configuration, checkpoint=a.checkpoint, timing=not a.no_timing)
         folds = " ".join(str(f) for f in card["model"]["folds"])
@@ -134,7 +134,7 @@ def _export(a):
               f"with `nnUNetv2_install_pretrained_model_from_zip {a.zip}` and predicts with nnUNetv2_predict -tr "
               f"{a.trainer} -p {a.plans} -c {a.configuration} -f {folds}.")
         return
-    from nnunet_teachformer.export import export_student
+    from nnunet_teachformer.sharing.export import export_student
     if not a.fold or len(a.fold) != 1:
         raise TeachFormerError("ONNX export (-o/--onnx) takes exactly one fold: add e.g. -f 0.")
     meta = export_student(a.dataset, a.fold[0], a.onnx, trainer=a.trainer, plans=a.plans,
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default="cuda")
     p.add_argument("--save-probabilities", action="store_true")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (8x faster)")
-    from nnunet_teachformer.cpu_paths import CPU_PATHS
+    from nnunet_teachformer.inference.cpu_paths import CPU_PATHS
     p.add_argument("--cpu-path", choices=["auto", *CPU_PATHS], default="auto",
                    help="--device cpu: how the network runs; auto (default) measures each way on the model and takes "
                         "the one that finishes first (a once-per-fold build included) among those whose logits equal "

@@ -29,7 +29,7 @@ from nnunet_teachformer.distillation.losses import combine_teacher_probabilities
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.taps import capture_taps, distillation_taps_of
 from nnunet_teachformer.nnunet_paths import model_folder, train_command
-from nnunet_teachformer.provenance import read_record, seen_cases
+from nnunet_teachformer.distillation.provenance import read_record, seen_cases
 
 TEACHERS_ENV = "TEACHFORMER_TEACHERS"
 ALLOW_UNRECORDED_ENV = "TEACHFORMER_ALLOW_UNRECORDED_TEACHERS"

@@ -166,7 +166,7 @@ def export_student(dataset, fold: Union[int, str], output: Union[str, os.PathLik
     """
     from nnunet_teachformer.planners.plan import resolve_dataset
 
-    from nnunet_teachformer.study import check_checkpoint, check_folds, trained_folds
+    from nnunet_teachformer.study.run import check_checkpoint, check_folds, trained_folds
 
     ort = _require_onnx()
     if not (str(fold) == "all" or str(fold).isdigit()):
@@ -239,7 +239,7 @@ def export_model_zip(dataset, output: Union[str, os.PathLike], folds: Optional[S
     from nnunetv2.paths import nnUNet_raw
 
     from nnunet_teachformer.evaluation.results import find_trainer_class
-    from nnunet_teachformer.model_card import build_model_card, write_model_card
+    from nnunet_teachformer.sharing.model_card import build_model_card, write_model_card
     from nnunet_teachformer.planners.plan import resolve_dataset
     from nnunet_teachformer.trainers.teachformer import TEACHERS_FILE
 

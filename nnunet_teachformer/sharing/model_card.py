@@ -134,7 +134,7 @@ def build_model_card(folder, trainer_class: type, configuration: str, folds: Seq
 
     import nnunet_teachformer
     from nnunet_teachformer.evaluation.complexity import model_folder_complexity
-    from nnunet_teachformer.export import NORMALIZATION_RECIPES
+    from nnunet_teachformer.sharing.export import NORMALIZATION_RECIPES
     from nnunet_teachformer.trainers.teachformer import TeachFormerTrainer
 
     folder = Path(folder)

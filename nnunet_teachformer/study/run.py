@@ -276,7 +276,7 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[i
     pp_file = postprocessing_file(model, folds) if postprocessing else None
     try:
         if device == "cpu":
-            from nnunet_teachformer.cpu_inference import predict_on_cpu
+            from nnunet_teachformer.inference.cpu_inference import predict_on_cpu
             predict_on_cpu(model, folds, checkpoint, input_folder, output_folder, save_probabilities, tta,
                            processes or 3, cpu_path)
         else:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from nnunet_teachformer.errors import TeachFormerError
-from nnunet_teachformer.study import ModelRun
+from nnunet_teachformer.study.run import ModelRun
 
 SLURM_FOLDER = "slurm"
 MANIFEST = "study.json"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from nnunet_teachformer import slurm
+from nnunet_teachformer.study import slurm
 from nnunet_teachformer.errors import TeachFormerError
 
 RUNNING = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT")
@@ -136,7 +136,7 @@ def submitted_study_status(folder: Path) -> Tuple[List[JobStatus], str]:
 
 
 def _role_of(trainer: str) -> str:
-    from nnunet_teachformer.study import STUDENT_TRAINERS, TEACHER_TRAINERS
+    from nnunet_teachformer.study.run import STUDENT_TRAINERS, TEACHER_TRAINERS
     architecture = trainer.split("_")[0]
     if architecture == "TeachFormerTrainer":
         return "distilled"
