@@ -55,7 +55,7 @@ def _train(a):
 
 
 def _submit(a, runs):
-    from nnunet_teachformer.planners.plan import resolve_dataset
+    from nnunet_teachformer.nnunet_paths import resolve_dataset
     from nnunet_teachformer.study.slurm import slurm_folder, submit, write_study
     dataset_id, dataset_name = resolve_dataset(a.dataset, need_raw=False)
     jobs = write_study(runs, dataset_id, dataset_name, a.folds, a.device, gpus=1 if a.gpus is None else a.gpus,
@@ -79,7 +79,7 @@ def _status(a):
 
 
 def _predict(a):
-    from nnunet_teachformer.study.run import predict
+    from nnunet_teachformer.inference.predict import predict
     predict(a.input, a.output, a.dataset, a.folds, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
             device=a.device, save_probabilities=a.save_probabilities, tta=not a.disable_tta, cpu_path=a.cpu_path,
             postprocessing=not a.no_postprocessing)

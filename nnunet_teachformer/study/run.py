@@ -6,21 +6,20 @@ variant for the chosen teachers/student). Each model is one ``nnUNetv2_train --n
 land in nnU-Net's usual folders and ``--dry-run`` output can go straight to a cluster scheduler (one
 fold per GPU is how nnU-Net users scale out). Running is idempotent and resumable: a model with
 ``checkpoint_final.pth`` is skipped, a model with an unfinished fold folder is resumed with ``--c``.
+Predicting with the trained models is ``inference.predict``.
 """
 import os
-import re
 import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
-
-from nnunet_teachformer.errors import TeachFormerError
+from typing import Dict, List, Sequence, Tuple
 
 from nnunet_teachformer import roster
-from nnunet_teachformer.nnunet_paths import model_folder, train_command
+from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.nnunet_paths import check_folds, model_folder, resolve_dataset, train_command
 
 
 @dataclass
@@ -45,16 +44,6 @@ class ModelRun:
         return (prefix + " " if prefix else "") + " ".join(shlex.quote(c) for c in self.command)
 
 
-def check_folds(dataset_name: str, folds: Sequence[int]) -> None:
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    splits_file = Path(os.environ.get("nnUNet_preprocessed", ""), dataset_name, "splits_final.json")
-    n_folds = len(load_json(str(splits_file))) if splits_file.is_file() else 5
-    bad = [f for f in folds if not 0 <= f < n_folds]
-    if bad:
-        where = splits_file if splits_file.is_file() else "nnU-Net's default five-fold split"
-        raise TeachFormerError(f"fold(s) {bad} do not exist: {where} has folds 0..{n_folds - 1}.")
-
-
 def distilled_trainer(student: str, teachers: Sequence[str], suffix: str = "") -> Tuple[str, Dict[str, str]]:
     """The distilled student's trainer name and any environment it needs for the chosen teachers.
 
@@ -72,7 +61,7 @@ def distilled_trainer(student: str, teachers: Sequence[str], suffix: str = "") -
 def plan_study(dataset_id, folds: Sequence[int], teachers: Sequence[str], student: str, plans: str = "TeachFormerPlans",
                configuration: str = "3d_fullres", device: str = "cuda", preset: str = "full",
                nnunet_baseline: bool = False) -> List[ModelRun]:
-    from nnunet_teachformer.planners.plan import check_preprocessed, resolve_dataset
+    from nnunet_teachformer.planners.plan import check_preprocessed
     dataset_id, dataset_name = resolve_dataset(dataset_id, need_raw=False)
     check_preprocessed(dataset_id, plans, configuration)
     check_folds(dataset_name, folds)
@@ -111,195 +100,3 @@ def run_study(runs: Sequence[ModelRun], log=print) -> None:
                                    f"Fix the cause and run the same teachformer train command again: finished "
                                    f"models are kept and this one resumes.")
     log(f"Study complete: {len(runs)} models ({len(todo)} trained now) in {time.time() - start:.0f} s.")
-
-
-IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".png", ".bmp", ".tif", ".tiff", ".npy", ".npz")
-SITK_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
-
-
-def check_checkpoint(path: Path, fix: str) -> None:
-    """TeachFormerError naming ``path`` and ``fix`` when it is not a loadable nnU-Net checkpoint (e.g. truncated)."""
-    import torch
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated, empty or foreign: any loader failure means the same to the user
-        raise TeachFormerError(f"cannot load the checkpoint {path} ({type(e).__name__}: {str(e).strip()[:200]}): "
-                               f"it is truncated or not a PyTorch file (an interrupted copy or training?). Delete it "
-                               f"and {fix}.") from None
-    if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
-        raise TeachFormerError(f"{path} is not an nnU-Net checkpoint (no network_weights in it). Delete it and {fix}.")
-
-
-def trained_folds(model: Path, checkpoint: str = "checkpoint_final.pth") -> List[str]:
-    """Folds of ``model`` (a trainer__plans__configuration folder) that have ``checkpoint``."""
-    return sorted(p.parent.name[len("fold_"):] for p in model.glob(f"fold_*/{checkpoint}"))
-
-
-def check_prediction_input(folder: Path, dataset_json: dict) -> List[str]:
-    """The case ids of ``folder`` after checking it against the model's ``dataset_json``; TeachFormerError naming
-    each file that nnU-Net would skip or fail on (wrong ending, no _XXXX channel suffix, missing or extra
-    channels, an unreadable or truncated image, channels on different grids) and when there is no case at all.
-    Every image is read once here: a truncated file otherwise fails inside nnU-Net's workers, mid-prediction."""
-    import numpy as np
-
-    from nnunet_teachformer.conversion.validation import read_image
-
-    ending, channels = dataset_json["file_ending"], dataset_json["channel_names"]
-    expected = {f"{i:04d}" for i in range(len(channels))}
-    example = "CASE_" + ", CASE_".join(f"{i:04d}{ending} ({channels[str(i)]})" for i in range(len(channels)))
-    pattern = re.compile(r"(.+)_(\d{4})" + re.escape(ending))
-    cases: Dict[str, Dict[str, Path]] = {}
-    problems = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        match = pattern.fullmatch(path.name)
-        if match:
-            cases.setdefault(match.group(1), {})[match.group(2)] = path
-        elif path.name.endswith(ending):
-            problems.append(f"{path.name} has no _XXXX channel suffix")
-        elif path.name.lower().endswith(IMAGE_ENDINGS):
-            problems.append(f"{path.name} is not a {ending} file")
-    for case, files in sorted(cases.items()):
-        if set(files) != expected:
-            problems.append(f"case {case} has channel(s) {', '.join('_' + c for c in sorted(files))} but the model "
-                            f"needs {len(channels)} ({', '.join('_' + c for c in sorted(expected))})")
-            continue
-        if ending not in SITK_ENDINGS:  # nnU-Net's other readers (numpy, tif, png) are left to nnU-Net
-            continue
-        grids = {}
-        for channel, path in sorted(files.items()):
-            image = read_image(path, "image", problems)
-            if image is None:
-                continue
-            grids[path.name] = (image.GetSize(), np.round(image.GetSpacing(), 3).tolist(),
-                                np.round(image.GetOrigin(), 2).tolist(), np.round(image.GetDirection(), 3).tolist())
-        if len({repr(g) for g in grids.values()}) > 1:
-            problems.append(f"case {case} has channels on different voxel grids (size, spacing, origin or direction: "
-                            + "; ".join(f"{n}: size {'x'.join(map(str, g[0]))}, spacing {g[1]}"
-                                        for n, g in grids.items()) + "); resample them onto one grid")
-    if problems:
-        shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
-        raise TeachFormerError(f"input folder {folder} does not match the model: {shown}. The model reads one "
-                               f"{ending} file per channel and case, named {example}. Rename or remove these files; "
-                               f"nothing was predicted.")
-    if not cases:
-        raise TeachFormerError(f"input folder {folder} holds no case: the model reads one {ending} file per channel "
-                               f"and case, named {example}. Nothing was predicted.")
-    return sorted(cases)
-
-
-def _undo_output(output: Path, existed_before: set) -> None:
-    """Removes what a failed prediction added to ``output`` (the whole folder if the run created it)."""
-    import shutil
-    if existed_before is None:
-        shutil.rmtree(output, ignore_errors=True)
-        return
-    for path in output.iterdir() if output.is_dir() else ():
-        if path.name not in existed_before:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
-def postprocessing_file(model: Path, folds: Sequence[int]) -> Optional[Path]:
-    """The ``postprocessing.pkl`` that ``nnUNetv2_find_best_configuration -f <folds>`` determined on this model's
-    cross-validation of exactly these folds, or None."""
-    from nnunetv2.utilities.file_path_utilities import folds_tuple_to_string
-    path = model / f"crossval_results_folds_{folds_tuple_to_string(folds)}" / "postprocessing.pkl"
-    return path if path.is_file() else None
-
-
-def _postprocess(output: Path, cases: Sequence[str], dataset_json: dict, model: Path, pp_file: Path) -> None:
-    """nnU-Net's own postprocessing steps applied in place to the cases just predicted (not to other files of the
-    output folder)."""
-    from batchgenerators.utilities.file_and_folder_operations import load_pickle
-    from nnunetv2.postprocessing.remove_connected_components import load_postprocess_save
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    pp_fns, pp_fn_kwargs = load_pickle(str(pp_file))
-    reader_writer = PlansManager(str(model / "plans.json")).image_reader_writer_class()
-    steps = ", ".join(f"{fn.__name__}({kw})" for fn, kw in zip(pp_fns, pp_fn_kwargs)) or "none (it did not help)"
-    print(f"Postprocessing chosen by nnUNetv2_find_best_configuration ({pp_file}): {steps}", flush=True)
-    for case in cases:
-        segmentation = str(output / (case + dataset_json["file_ending"]))
-        load_postprocess_save(segmentation, segmentation, reader_writer, pp_fns, pp_fn_kwargs)
-
-
-def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[int], trainer: str = "TeachFormerTrainer",
-            plans: str = "TeachFormerPlans", configuration: str = "3d_fullres", device: str = "cuda",
-            save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth", tta: bool = True,
-            processes: Optional[int] = None, cpu_path: str = "auto", postprocessing: bool = True) -> None:
-    """Predicts with ``trainer``'s ensemble of ``folds`` after checking the checkpoints and the input folder against
-    the model: ``nnUNetv2_predict`` on a GPU; on the CPU nnU-Net's predictor in this process along ``cpu_path``
-    (``cpu_inference``: ``auto`` takes the fastest path that gives nnU-Net's logits, and says which). Then, with
-    ``postprocessing``, the connected-component postprocessing that ``nnUNetv2_find_best_configuration`` chose for
-    this model and these folds, where it exists (``postprocessing_file``), as ``nnUNetv2_apply_postprocessing``
-    would apply it.
-    ``processes`` sets the pre- and post-processing workers (-npp/-nps; nnU-Net's default is 3 each). A refused
-    or failed prediction leaves no output behind: the output folder is removed if this call created it, else only
-    what it added."""
-    import json
-
-    import torch
-
-    from nnunet_teachformer.planners.plan import resolve_dataset
-    dataset_id, dataset_name = resolve_dataset(dataset_id, need_raw=False)
-    model = model_folder(dataset_name, trainer, plans, configuration)
-    missing = [f for f in folds if not (model / f"fold_{f}" / checkpoint).is_file()]
-    if missing:
-        paths = ", ".join(str(model / f"fold_{f}" / checkpoint) for f in missing)
-        check_folds(dataset_name, missing)  # a fold that `teachformer train` refuses is not worth suggesting
-        trained = trained_folds(model, checkpoint)
-        hint = (f"Trained folds of this model: {' '.join(trained)}; pick them with -f {' '.join(trained)}, or train "
-                f"the others" if trained else "Train them")
-        raise TeachFormerError(f"missing checkpoint(s): {paths}. {hint} with `teachformer train -d {dataset_id} -f "
-                               f"{' '.join(map(str, missing))}`.")
-    for f in folds:
-        check_checkpoint(model / f"fold_{f}" / checkpoint,
-                         f"retrain it with `teachformer train -d {dataset_id} -f {f}` (or pick other folds with -f)")
-    if not (model / "dataset.json").is_file():
-        raise TeachFormerError(f"{model / 'dataset.json'} is missing, so the model's input channels are unknown. "
-                               f"nnUNetv2_train writes it; retrain or restore the model folder.")
-    input_path, output = Path(input_folder), Path(output_folder)
-    if not input_path.is_dir():
-        raise TeachFormerError(f"input folder {input_folder} does not exist; it must hold images named "
-                               f"CASE_0000.nii.gz ... like imagesTs.")
-    dataset_json = json.loads((model / "dataset.json").read_text())
-    cases = check_prediction_input(input_path, dataset_json)
-    if output.exists() and not output.is_dir():
-        raise TeachFormerError(f"output {output} is a file; give a folder for the segmentations.")
-    if output.resolve() == input_path.resolve():
-        raise TeachFormerError(f"output folder {output} is the input folder; give another folder, so that the "
-                               f"segmentations do not mix with the images.")
-    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
-    if device in available and not available[device]():
-        raise TeachFormerError(f"--device {device}: no {device.upper()} device is visible to PyTorch "
-                               f"{torch.__version__} here. Pass --device cpu (slower), or run on a machine with one.")
-    existed_before = {p.name for p in output.iterdir()} if output.is_dir() else None
-    what, code = ("nnU-Net's prediction" if device == "cpu" else "nnUNetv2_predict"), 0
-    pp_file = postprocessing_file(model, folds) if postprocessing else None
-    try:
-        if device == "cpu":
-            from nnunet_teachformer.inference.cpu_inference import predict_on_cpu
-            predict_on_cpu(model, folds, checkpoint, input_folder, output_folder, save_probabilities, tta,
-                           processes or 3, cpu_path)
-        else:
-            command = ["nnUNetv2_predict", "-i", str(input_folder), "-o", str(output_folder), "-d", str(dataset_id),
-                       "-c", configuration, "-p", plans, "-tr", trainer, "-f", *map(str, folds), "-chk", checkpoint,
-                       "-device", device]
-            command += (["--save_probabilities"] if save_probabilities else []) + ([] if tta else ["--disable_tta"])
-            command += ["-npp", str(processes), "-nps", str(processes)] if processes else []
-            executable = Path(sys.executable).parent / command[0]
-            code = subprocess.call([str(executable) if executable.exists() else command[0]] + command[1:])
-        if code == 0 and pp_file is not None:
-            what = f"the postprocessing of {pp_file}"
-            _postprocess(output, cases, dataset_json, model, pp_file)
-    except Exception as e:  # an error inside nnU-Net's predictor: name it, never a traceback
-        _undo_output(output, existed_before)
-        raise TeachFormerError(f"{what} failed ({type(e).__name__}: {str(e).strip()[:300]}); what it had written "
-                               f"to {output} was removed. Fix the cause and run the same command again.") from None
-    except BaseException:
-        _undo_output(output, existed_before)
-        raise
-    written = [c for c in cases if (output / (c + dataset_json["file_ending"])).is_file()]
-    if code != 0 or len(written) != len(cases):
-        _undo_output(output, existed_before)
-        problem = f"exit code {code}" if code != 0 else f"it wrote {len(written)} of {len(cases)} segmentations"
-        raise TeachFormerError(f"{what} failed ({problem}; see its output above); what it had written to "
-                               f"{output} was removed. Fix the cause and run the same command again.")

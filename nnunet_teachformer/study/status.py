@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from nnunet_teachformer.study import slurm
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.nnunet_paths import resolve_dataset
+from nnunet_teachformer.study import slurm
 
 RUNNING = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT")
 NOT_RUN = ("cancelled", "never ran")
@@ -163,7 +164,6 @@ def results_tree_status(results: Path) -> List[JobStatus]:
 
 
 def study_status(dataset) -> Tuple[str, List[JobStatus], str]:
-    from nnunet_teachformer.planners.plan import resolve_dataset
     _, dataset_name = resolve_dataset(dataset, need_raw=False)
     folder = slurm.slurm_folder(dataset_name)
     if (folder / slurm.MANIFEST).is_file():
