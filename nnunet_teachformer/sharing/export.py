@@ -38,20 +38,11 @@ import torch
 
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.nnunet_paths import check_folds, model_folder, resolve_dataset, train_command, trained_folds
+from nnunet_teachformer.sharing.model_card import NORMALIZATION_RECIPES
 
 DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-3
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
-
-NORMALIZATION_RECIPES = {
-    "CTNormalization": "clip to [percentile_00_5, percentile_99_5], subtract mean, divide by std (numbers below, "
-                       "from the training set's foreground)",
-    "ZScoreNormalization": "per image: subtract the image's mean, divide by its std (inside the nonzero mask of all "
-                           "channels if use_mask_for_norm, voxels outside set to 0)",
-    "NoNormalization": "none: intensities as read, as float32",
-    "RescaleTo01Normalization": "per image: subtract the minimum, divide by the maximum",
-    "RGBTo01Normalization": "divide by 255",
-}
 
 
 def _require_onnx():

@@ -37,6 +37,17 @@ NOT_FOR_CLINICAL_USE = (
     "approved by any regulator, and its output must not be used for diagnosis, treatment planning or any other "
     "decision about a patient.")
 
+# how nnU-Net normalises each channel, in words: the model card's input section and export's student.json
+NORMALIZATION_RECIPES = {
+    "CTNormalization": "clip to [percentile_00_5, percentile_99_5], subtract mean, divide by std (numbers below, "
+                       "from the training set's foreground)",
+    "ZScoreNormalization": "per image: subtract the image's mean, divide by its std (inside the nonzero mask of all "
+                           "channels if use_mask_for_norm, voxels outside set to 0)",
+    "NoNormalization": "none: intensities as read, as float32",
+    "RescaleTo01Normalization": "per image: subtract the minimum, divide by the maximum",
+    "RGBTo01Normalization": "divide by 255",
+}
+
 
 def _version(distribution: str) -> Optional[str]:
     try:
@@ -134,7 +145,6 @@ def build_model_card(folder, trainer_class: type, configuration: str, folds: Seq
 
     import nnunet_teachformer
     from nnunet_teachformer.evaluation.complexity import model_folder_complexity
-    from nnunet_teachformer.sharing.export import NORMALIZATION_RECIPES
     from nnunet_teachformer.trainers.teachformer import TeachFormerTrainer
 
     folder = Path(folder)
