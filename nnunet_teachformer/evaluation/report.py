@@ -45,20 +45,13 @@ from nnunet_teachformer.evaluation.results import (DISTILLED_PREFIX, ROLE_DISTIL
                                                    dataset_folders, discover_models, missing_models,
                                                    teacher_set_label)
 from nnunet_teachformer.evaluation.statistics import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, EffectSize, PairedTest,
-                                                      case_scores, holm_corrected, paired_test)
+                                                      case_scores, holm_corrected, mean_sd, paired_test)
 
 REPORT_FOLDER = "teachformer_report"
 SIGNIFICANCE = 0.05
 DEFAULT_REFERENCE = DISTILLED_PREFIX  # the paper's distilled student
 DEFAULT_REFERENCE_PRESETS = ("_tiny", "_demo", "_5epochs")  # its short-schedule variants, used without the full one
 UNVERIFIED_MARK = "†"  # taught by a teacher without a provenance record
-
-
-def _mean_sd(values: Sequence[float]) -> Tuple[float, float]:
-    values = np.asarray(values, dtype=float)
-    if not len(values):
-        return float("nan"), float("nan")
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
 def _nanmean(values) -> float:
@@ -86,7 +79,7 @@ class ModelRow:
 
     def dice(self, label) -> Tuple[float, float]:
         """Mean +- sd over folds; NaN unless every requested fold is there."""
-        return _mean_sd(list(self.fold_dice(label).values())) if self.model.complete else (math.nan, math.nan)
+        return mean_sd(list(self.fold_dice(label).values())) if self.model.complete else (math.nan, math.nan)
 
     def fold_hd95(self, label) -> Dict[int, float]:
         """Per fold: mean over cases with a defined HD95, per label; "fg": mean over the labels."""
@@ -97,7 +90,7 @@ class ModelRow:
         return result
 
     def hd95_mean(self, label) -> Tuple[float, float]:
-        return _mean_sd(list(self.fold_hd95(label).values())) if self.model.complete else (math.nan, math.nan)
+        return mean_sd(list(self.fold_hd95(label).values())) if self.model.complete else (math.nan, math.nan)
 
     @property
     def hd95_undefined(self) -> int:
@@ -234,15 +227,15 @@ def _training_logs(model: ModelResults, log) -> Dict[int, Dict[str, list]]:
 
 
 # ------------------------------------------------------------------------------------------- formatting
-def _percent(mean_sd: Tuple[float, float]) -> str:
-    mean, sd = mean_sd
+def _percent(value: Tuple[float, float]) -> str:
+    mean, sd = value
     if np.isnan(mean):
         return "n/a"
     return f"{100 * mean:.2f}" + ("" if np.isnan(sd) else f" ± {100 * sd:.2f}")
 
 
-def _plain(mean_sd: Tuple[float, float], digits: int = 2) -> str:
-    mean, sd = mean_sd
+def _plain(value: Tuple[float, float], digits: int = 2) -> str:
+    mean, sd = value
     if np.isnan(mean):
         return "n/a"
     return f"{mean:.{digits}f}" + ("" if np.isnan(sd) else f" ± {sd:.{digits}f}")
@@ -591,7 +584,8 @@ def _report_markdown(folders, folds, rows, table, tests, reference_rule, missing
     timed = sorted({(r.latency.fold, r.latency.case) for r in rows if r.latency})
     lines += ["## How the numbers are made", "",
               "- Dice: nnU-Net's summary.json per fold (per class: mean over cases, NaN cases skipped; foreground "
-              "mean: mean of the class means); the table shows mean ± sd (sample sd) of the fold values.",
+              "mean: mean of the class means); the table shows mean ± sd (sample sd) of the fold values, a fold "
+              "whose value is NaN left out.",
               "- HD95: MONAI compute_hausdorff_distance(percentile=95) in mm per case and class; undefined (left out "
               "and counted) when the prediction or the reference is empty; per fold the mean over cases, then over "
               "classes; mean ± sd over folds.",

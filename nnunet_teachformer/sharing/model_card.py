@@ -24,8 +24,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
 from nnunet_teachformer.nnunet_paths import dataset_id, model_identifier
 
 MODEL_CARD_MD = "MODEL_CARD.md"
@@ -68,9 +66,11 @@ def _cpu_name() -> str:
 
 
 def _mean_sd(values: Sequence[float]) -> dict:
-    values = [v for v in values if not math.isnan(v)]
-    return {"mean": float(np.mean(values)) if values else None,
-            "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None, "folds": len(values)}
+    """``evaluation.statistics.mean_sd`` (NaN folds left out) as JSON: None where undefined, and its fold count."""
+    from nnunet_teachformer.evaluation.statistics import mean_sd
+    mean, sd = mean_sd(values)
+    return {"mean": None if math.isnan(mean) else mean, "sd": None if math.isnan(sd) else sd,
+            "folds": sum(not math.isnan(v) for v in values)}
 
 
 def _network(trainer_class: type) -> Optional[str]:
