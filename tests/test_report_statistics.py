@@ -17,7 +17,8 @@ from scipy import stats
 
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.evaluation.metrics import case_score, count_undefined
-from nnunet_teachformer.evaluation.report import ModelRow, build_report, declared_reference
+from nnunet_teachformer.evaluation.report import build_report, declared_reference
+from nnunet_teachformer.evaluation.report_tables import ModelRow
 from nnunet_teachformer.evaluation.results import (ROLE_DISTILLED, ROLE_TEACHER, FoldResult, ModelResults,
                                                     fold_teachers, split_by_teacher_set)
 from nnunet_teachformer.evaluation.statistics import bootstrap_effect, holm, mean_sd, paired_test
