@@ -88,7 +88,7 @@ setup(
     extras_require={
         # `teachformer export` (ONNX) and its check with onnxruntime
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
-        # the openvino path of `teachformer predict --device cpu` (nnunet_teachformer/openvino_engine.py)
+        # the openvino path of `teachformer predict --device cpu` (nnunet_teachformer/inference/openvino_engine.py)
         "cpu": ["openvino>=2024.0"],
         # `build`: tests/test_install.py builds sdist and wheel with `python -m build --no-isolation`.
         # pytest < 9: pytest-xdist 3.8's --dist loadgroup (scripts/test) groups nothing on pytest 9.2, whose node

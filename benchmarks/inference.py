@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 import common
-from nnunet_teachformer.cpu_paths import DEFAULT_TOLERANCE, float16_sums_bound
+from nnunet_teachformer.inference.cpu_paths import DEFAULT_TOLERANCE, float16_sums_bound
 
 MRI_SHAPE, MRI_SPACING = (24, 384, 384), (3.0, 0.5, 0.5)
 MRI_DATASET_ID = 950
@@ -151,7 +151,7 @@ def run_child(spec: dict) -> dict:
     from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    from nnunet_teachformer.cpu_inference import CPU_PATHS, CpuPredictor, sliding_window_weights, use_path
+    from nnunet_teachformer.inference.cpu_inference import CPU_PATHS, CpuPredictor, sliding_window_weights, use_path
 
     device = torch.device(spec["device"])
     common.set_threads(spec["threads"])
@@ -247,12 +247,12 @@ class OnnxNetwork(torch.nn.Module):
     """Stands in for the student network in nnU-Net's predictor: the same sliding window, onnxruntime forwards."""
 
     def __init__(self, path: str, threads: int):
-        from nnunet_teachformer.export import onnx_session
+        from nnunet_teachformer.sharing.export import onnx_session
         super().__init__()
         self.session = onnx_session(Path(path), threads)
 
     def forward(self, x):
-        from nnunet_teachformer.export import INPUT_NAME, OUTPUT_NAME
+        from nnunet_teachformer.sharing.export import INPUT_NAME, OUTPUT_NAME
         logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.detach().cpu().numpy()})[0]
         return torch.from_numpy(logits).to(x.device)
 
@@ -282,9 +282,9 @@ def models(tiny: bool, dataset: str):
 def measure_volume(volume: str, args) -> dict:
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    from nnunet_teachformer.cpu_paths import CPU_PATHS
+    from nnunet_teachformer.inference.cpu_paths import CPU_PATHS
     from nnunet_teachformer.evaluation.complexity import model_folder_complexity
-    from nnunet_teachformer.export import export_student
+    from nnunet_teachformer.sharing.export import export_student
 
     size = 32 if args.tiny else 144
     common.log(f"[inference] {volume}: dataset, nnUNetPlans and TeachFormerPlans ...")

@@ -1,3 +1,4 @@
+# Over 400 lines because each of the eleven subcommands keeps its small parser beside the function that runs it.
 """The ``teachformer`` command: one subcommand per step of a Teach-Former study.
 
 Heavy imports (torch, nnU-Net, MONAI) happen inside the subcommands, so ``teachformer --help`` is fast.
@@ -32,168 +33,7 @@ def _convert_picai22(a):
                     positives_only=a.positives_only)
 
 
-def _plan(a):
-    from nnunet_teachformer.planners.plan import format_summary, plan_dataset
-    for configuration in dict.fromkeys(a.configuration):
-        summary = plan_dataset(a.dataset, configuration=configuration, gpu_memory_gb=a.gpu_memory,
-                               num_processes=a.num_processes)
-        print(format_summary(summary))
-
-
-def _train(a):
-    from nnunet_teachformer.study import plan_study, run_study
-    runs = plan_study(a.dataset, a.folds, a.teachers, a.student, plans=a.plans, configuration=a.configuration,
-                      device=a.device, preset=a.preset, nnunet_baseline=a.nnunet_baseline)
-    if not _dry_run_or_submit(a, runs):
-        run_study(runs)
-
-
-def _dry_run_or_submit(a, runs) -> bool:
-    """--dry-run prints the runs, --submit slurm submits them; False when they are to run here."""
-    if a.dry_run:
-        for r in runs:
-            print(("# done: " if r.finished else "") + r.shell())
-        return True
-    if a.submit:
-        _submit(a, runs)
-        return True
-    if a.write_only or a.gpus is not None or a.sbatch_args:
-        raise TeachFormerError("--write-only, --gpus and --sbatch-args are for the job scripts of --submit slurm; "
-                               "add --submit slurm, or leave them out to train here.")
-    return False
-
-
-def _distill(a):
-    from nnunet_teachformer.distill import plan_distillation, predict_command
-    from nnunet_teachformer.study import run_study
-    runs = plan_distillation(a.dataset, a.teachers, a.folds, plans=a.plans, configuration=a.configuration,
-                             checkpoint=a.checkpoint, student=a.student, preset=a.preset, baseline=a.baseline,
-                             device=a.device)
-    if _dry_run_or_submit(a, runs):
-        return
-    run_study(runs)
-    folds = sorted({r.fold for r in runs}, key=str)
-    _print_report(a.dataset, folds, reference=runs[-1].trainer, device=a.device if a.device != "mps" else "cpu",
-                  timing=not a.no_timing, mirroring=True)
-    plans = runs[0].command[runs[0].command.index("-p") + 1]
-    print(f"\nPredict with the distilled student:\n    {predict_command(a.dataset, runs, plans, a.configuration)}"
-          f" --device {a.device}")
-
-
-def _submit(a, runs):
-    from nnunet_teachformer.planners.plan import resolve_dataset
-    from nnunet_teachformer.slurm import slurm_folder, submit, write_study
-    from nnunet_teachformer.study import sort_folds
-    dataset_id, dataset_name = resolve_dataset(a.dataset, need_raw=False)
-    jobs = write_study(runs, dataset_id, dataset_name, sort_folds(r.fold for r in runs), a.device,
-                       gpus=1 if a.gpus is None else a.gpus, sbatch_args=a.sbatch_args)
-    folder = slurm_folder(dataset_name)
-    if not jobs:
-        print(f"All {len(runs)} models are trained; nothing to submit. `teachformer report -d {a.dataset}` makes "
-              f"the report.")
-        return
-    if a.write_only:
-        print(f"Wrote {len(jobs)} job scripts to {folder}; submit them with: bash {folder / 'submit.sh'}")
-        return
-    ids = submit(jobs, dataset_name)
-    print(f"Submitted {len(ids)} jobs (scripts and logs in {folder}); follow them with: teachformer status -d "
-          f"{a.dataset}")
-
-
-def _status(a):
-    from nnunet_teachformer.status import format_status, study_status
-    print(format_status(*study_status(a.dataset)))
-
-
-def _predict(a):
-    from nnunet_teachformer.study import predict
-    predict(a.input, a.output, a.dataset, a.folds, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
-            device=a.device, save_probabilities=a.save_probabilities, checkpoint=a.checkpoint, tta=not a.disable_tta,
-            cpu_path=a.cpu_path, postprocessing=not a.no_postprocessing)
-
-
-def _evaluate_hecktor21(a):
-    from nnunet_teachformer.evaluation.hecktor21 import evaluate_hecktor21
-    scores = evaluate_hecktor21(a.predictions, a.source, resampled_out=a.resampled_out)
-    print(scores.table())
-    if a.resampled_out:
-        print(f"Predictions on their original CT grids (the challenge's submission format): {a.resampled_out}")
-
-
-def _evaluate_picai22(a):
-    from nnunet_teachformer.evaluation.picai import bootstrap_ci, compare, evaluate_picai22
-    scores = evaluate_picai22(a.predictions, a.labels, cases=a.cases, threshold=a.threshold)
-    print(scores.table(bootstrap_ci(scores, a.resamples, a.seed)))
-    if a.compare:
-        other = evaluate_picai22(a.compare, a.labels, cases=[c.case for c in scores.cases], threshold=a.threshold)
-        print("\nPaired comparison (A - B):\n" + compare(scores, other, a.resamples, a.seed).table())
-
-
-def _report(a):
-    _print_report(a.dataset, a.folds, output=a.output, reference=a.reference, device=a.device,
-                  timing=not a.no_timing, mirroring=not a.disable_tta)
-
-
-def _print_report(dataset, folds, **options):
-    from nnunet_teachformer.evaluation.report import build_report
-    report = build_report(dataset, folds, **options)
-    print(f"Reference for the paired tests: {report.reference_rule}; p-values Holm-corrected over the table\n")
-    print(report.table_markdown)
-    if any(r.model.teacher_warnings for r in report.rows):
-        print("\n† taught by a teacher without a provenance record (see Teachers in report.md)")
-    if report.missing:
-        print("\nMissing (not averaged):\n" + "\n".join(f"- {m}" for m in report.missing))
-    print(f"\nReport: {report.files['report_md']}")
-    for path in [p for k, p in report.files.items() if k != "report_md"] + list(report.figures.values()):
-        print(f"  {path}")
-
-
-def _demo(a):
-    from nnunet_teachformer.demo import run_demo
-    run_demo(a.workdir, quick=a.quick, device=a.device, configuration=a.configuration)
-
-
-def _export(a):
-    from pathlib import Path
-
-    if a.zip:
-        from nnunet_teachformer.export import export_model_zip
-        card = export_model_zip(a.dataset, a.zip, a.fold, trainer=a.trainer, plans=a.plans,
-                                configuration=a.configuration, checkpoint=a.checkpoint, timing=not a.no_timing)
-        folds = " ".join(str(f) for f in card["model"]["folds"])
-        print(f"Wrote {a.zip} (folds {folds}, model card MODEL_CARD.md + model_card.json). The receiver installs it "
-              f"with `nnUNetv2_install_pretrained_model_from_zip {a.zip}` and predicts with nnUNetv2_predict -tr "
-              f"{a.trainer} -p {a.plans} -c {a.configuration} -f {folds}.")
-        return
-    from nnunet_teachformer.export import export_student
-    if not a.fold or len(a.fold) != 1:
-        raise TeachFormerError("ONNX export (-o/--onnx) takes exactly one fold: add e.g. -f 0.")
-    meta = export_student(a.dataset, a.fold[0], a.onnx, trainer=a.trainer, plans=a.plans,
-                          configuration=a.configuration, opset=a.opset, checkpoint=a.checkpoint, tolerance=a.tolerance)
-    check = meta["verification"]
-    print(f"Wrote {a.onnx} (opset {a.opset}, input {meta['input']['shape']}) and its input contract "
-          f"{Path(a.onnx).with_suffix('.json')}; onnxruntime vs PyTorch: max |logit difference| "
-          f"{check['max_abs_logit_difference']:.2e} <= {check['tolerance']:g}.")
-
-
-def _env(a):
-    import os
-    import shlex
-
-    from nnunet_teachformer.nnunet_ext import register_ext_trainer_dir
-    print(f"export nnUNet_extTrainer={shlex.quote(register_ext_trainer_dir(dict(os.environ)))}")
-
-
-def _add_common_convert_args(p, default_id):
-    p.add_argument("--dataset-id", type=int, default=default_id, help=f"nnU-Net dataset id (default {default_id})")
-    p.add_argument("--out", default=None, help="raw-data root to write to (default: $nnUNet_raw)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="teachformer", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _convert_parser(sub):
     convert = sub.add_parser("convert", help="write an nnU-Net raw dataset").add_subparsers(dest="source",
                                                                                            required=True)
     p = convert.add_parser("synthetic", help="synthetic PET/CT phantom (CT + PET, labels GTVp/GTVn)")
@@ -229,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="convert the valid cases and list the others")
     p.set_defaults(func=_convert_picai22)
 
+
+def _plan(a):
+    from nnunet_teachformer.planners.plan import format_summary, plan_dataset
+    for configuration in dict.fromkeys(a.configuration):
+        summary = plan_dataset(a.dataset, configuration=configuration, gpu_memory_gb=a.gpu_memory,
+                               num_processes=a.num_processes)
+        print(format_summary(summary))
+
+
+def _plan_parser(sub):
     p = sub.add_parser("plan", help="plan TeachFormerPlans (patches of multiples of 32) and preprocess")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
     p.add_argument("-c", "--configuration", nargs="+", default=["2d", "3d_fullres"],
@@ -239,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes for fingerprinting and preprocessing (default 2)")
     p.set_defaults(func=_plan)
 
+
+def _train(a):
+    from nnunet_teachformer.study.run import plan_study, run_study
+    runs = plan_study(a.dataset, a.folds, a.teachers, a.student, plans=a.plans, configuration=a.configuration,
+                      device=a.device, preset=a.preset, nnunet_baseline=a.nnunet_baseline)
+    if not _dry_run_or_submit(a, runs):
+        run_study(runs)
+
+
+def _train_parser(sub):
     from nnunet_teachformer import roster
     p = sub.add_parser("train", help="train teachers, baseline and distilled students per fold (nnUNetv2_train)")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
@@ -256,6 +116,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p)
     p.set_defaults(func=_train)
 
+
+def _dry_run_or_submit(a, runs) -> bool:
+    """--dry-run prints the runs, --submit slurm submits them; False when they are to run here."""
+    if a.dry_run:
+        for r in runs:
+            print(("# done: " if r.finished else "") + r.shell())
+        return True
+    if a.submit:
+        _submit(a, runs)
+        return True
+    if a.write_only or a.gpus is not None or a.sbatch_args:
+        raise TeachFormerError("--write-only, --gpus and --sbatch-args are for the job scripts of --submit slurm; "
+                               "add --submit slurm, or leave them out to train here.")
+    return False
+
+
+def _distill(a):
+    from nnunet_teachformer.study.distill import plan_distillation, predict_command
+    from nnunet_teachformer.study.run import run_study
+    runs = plan_distillation(a.dataset, a.teachers, a.folds, plans=a.plans, configuration=a.configuration,
+                             checkpoint=a.checkpoint, student=a.student, preset=a.preset, baseline=a.baseline,
+                             device=a.device)
+    if _dry_run_or_submit(a, runs):
+        return
+    run_study(runs)
+    folds = sorted({r.fold for r in runs}, key=str)
+    _print_report(a.dataset, folds, reference=runs[-1].trainer, device=a.device if a.device != "mps" else "cpu",
+                  timing=not a.no_timing, mirroring=True)
+    plans = runs[0].command[runs[0].command.index("-p") + 1]
+    print(f"\nPredict with the distilled student:\n    {predict_command(a.dataset, runs, plans, a.configuration)}"
+          f" --device {a.device}")
+
+
+def _distill_parser(sub):
+    from nnunet_teachformer import roster
     p = sub.add_parser("distill", help="distil students from the nnU-Net models you already have: trains, per fold, "
                                        "what is missing, reports the students beside their teachers")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
@@ -277,11 +172,46 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p)
     p.set_defaults(func=_distill)
 
+
+def _submit(a, runs):
+    from nnunet_teachformer.nnunet_paths import resolve_dataset, sort_folds
+    from nnunet_teachformer.study.slurm import slurm_folder, submit, write_study
+    dataset_id, dataset_name = resolve_dataset(a.dataset, need_raw=False)
+    jobs = write_study(runs, dataset_id, dataset_name, sort_folds(r.fold for r in runs), a.device,
+                       gpus=1 if a.gpus is None else a.gpus, sbatch_args=a.sbatch_args)
+    folder = slurm_folder(dataset_name)
+    if not jobs:
+        print(f"All {len(runs)} models are trained; nothing to submit. `teachformer report -d {a.dataset}` makes "
+              f"the report.")
+        return
+    if a.write_only:
+        print(f"Wrote {len(jobs)} job scripts to {folder}; submit them with: bash {folder / 'submit.sh'}")
+        return
+    ids = submit(jobs, dataset_name)
+    print(f"Submitted {len(ids)} jobs (scripts and logs in {folder}); follow them with: teachformer status -d "
+          f"{a.dataset}")
+
+
+def _status(a):
+    from nnunet_teachformer.study.status import format_status, study_status
+    print(format_status(*study_status(a.dataset)))
+
+
+def _status_parser(sub):
     p = sub.add_parser("status", help="which model of which fold is done, running, waiting or failed (results "
                                       "tree, and SLURM for a submitted study)")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
     p.set_defaults(func=_status)
 
+
+def _predict(a):
+    from nnunet_teachformer.inference.predict import predict
+    predict(a.input, a.output, a.dataset, a.folds, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
+            device=a.device, save_probabilities=a.save_probabilities, checkpoint=a.checkpoint, tta=not a.disable_tta,
+            cpu_path=a.cpu_path, postprocessing=not a.no_postprocessing)
+
+
+def _predict_parser(sub):
     p = sub.add_parser("predict", help="predict with the distilled student's fold ensemble (nnUNetv2_predict)")
     p.add_argument("-i", "--input", required=True, help="folder of images named CASE_XXXX.nii.gz")
     p.add_argument("-o", "--output", required=True)
@@ -294,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default="cuda")
     p.add_argument("--save-probabilities", action="store_true")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (8x faster)")
-    from nnunet_teachformer.cpu_paths import CPU_PATHS
+    from nnunet_teachformer.inference.cpu_paths import CPU_PATHS
     p.add_argument("--cpu-path", choices=["auto", *CPU_PATHS], default="auto",
                    help="--device cpu: how the network runs; auto (default) measures each way on the model and takes "
                         "the one that finishes first (a once-per-fold build included) among those whose logits equal "
@@ -304,6 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "this model and folds (applied by default where its postprocessing.pkl exists)")
     p.set_defaults(func=_predict)
 
+
+def _evaluate_hecktor21(a):
+    from nnunet_teachformer.evaluation.hecktor21 import evaluate_hecktor21
+    scores = evaluate_hecktor21(a.predictions, a.source, resampled_out=a.resampled_out)
+    print(scores.table())
+    if a.resampled_out:
+        print(f"Predictions on their original CT grids (the challenge's submission format): {a.resampled_out}")
+
+
+def _evaluate_picai22(a):
+    from nnunet_teachformer.evaluation.picai import bootstrap_ci, compare, evaluate_picai22
+    scores = evaluate_picai22(a.predictions, a.labels, cases=a.cases, threshold=a.threshold)
+    print(scores.table(bootstrap_ci(scores, a.resamples, a.seed)))
+    if a.compare:
+        other = evaluate_picai22(a.compare, a.labels, cases=[c.case for c in scores.cases], threshold=a.threshold)
+        print("\nPaired comparison (A - B):\n" + compare(scores, other, a.resamples, a.seed).table())
+
+
+def _evaluate_parser(sub):
     evaluate = sub.add_parser("evaluate", help="score predictions with a challenge's own protocol").add_subparsers(
         dest="challenge", required=True)
     p = evaluate.add_parser("hecktor21", help="HECKTOR 2021: DSC and HD95 on the original CT grid in each patient's "
@@ -332,6 +281,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(func=_evaluate_picai22)
 
+
+def _report(a):
+    _print_report(a.dataset, a.folds, output=a.output, reference=a.reference, device=a.device,
+                  timing=not a.no_timing, mirroring=not a.disable_tta)
+
+
+def _print_report(dataset, folds, **options):
+    from nnunet_teachformer.evaluation.report import build_report
+    report = build_report(dataset, folds, **options)
+    print(f"Reference for the paired tests: {report.reference_rule}; p-values Holm-corrected over the table\n")
+    print(report.table_markdown)
+    if any(r.model.teacher_warnings for r in report.rows):
+        print("\n† taught by a teacher without a provenance record (see Teachers in report.md)")
+    if report.missing:
+        print("\nMissing (not averaged):\n" + "\n".join(f"- {m}" for m in report.missing))
+    print(f"\nReport: {report.files['report_md']}")
+    for path in [p for k, p in report.files.items() if k != "report_md"] + list(report.figures.values()):
+        print(f"  {path}")
+
+
+def _report_parser(sub):
     p = sub.add_parser("report", help="cross-validation table, paired tests, plots and gallery of every model")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
     p.add_argument("-f", "--folds", type=parse_fold, nargs="+", default=[0, 1, 2, 3, 4],
@@ -347,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable-tta", action="store_true", help="time without mirroring test-time augmentation")
     p.set_defaults(func=_report)
 
+
+def _demo(a):
+    from nnunet_teachformer.study.demo import run_demo
+    run_demo(a.workdir, quick=a.quick, device=a.device, configuration=a.configuration)
+
+
+def _demo_parser(sub):
     p = sub.add_parser("demo", help="toy-scale study on the synthetic phantom: convert, plan, train, predict, report")
     p.add_argument("--workdir", default="teachformer_demo", help="folder for the demo's nnU-Net data and results")
     p.add_argument("--quick", action="store_true", help="one teacher, tiny schedule (4-6 min): a smoke test")
@@ -355,6 +332,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nnU-Net configuration of the study (2d: slices, the paper's PI-CAI arm)")
     p.set_defaults(func=_demo)
 
+
+def _export(a):
+    from pathlib import Path
+
+    if a.zip:
+        from nnunet_teachformer.sharing.export import export_model_zip
+        card = export_model_zip(a.dataset, a.zip, a.fold, trainer=a.trainer, plans=a.plans,
+                                configuration=a.configuration, checkpoint=a.checkpoint, timing=not a.no_timing)
+        folds = " ".join(str(f) for f in card["model"]["folds"])
+        print(f"Wrote {a.zip} (folds {folds}, model card MODEL_CARD.md + model_card.json). The receiver installs it "
+              f"with `nnUNetv2_install_pretrained_model_from_zip {a.zip}` and predicts with nnUNetv2_predict -tr "
+              f"{a.trainer} -p {a.plans} -c {a.configuration} -f {folds}.")
+        return
+    from nnunet_teachformer.sharing.export import export_student
+    if not a.fold or len(a.fold) != 1:
+        raise TeachFormerError("ONNX export (-o/--onnx) takes exactly one fold: add e.g. -f 0.")
+    meta = export_student(a.dataset, a.fold[0], a.onnx, trainer=a.trainer, plans=a.plans,
+                          configuration=a.configuration, opset=a.opset, checkpoint=a.checkpoint, tolerance=a.tolerance)
+    check = meta["verification"]
+    print(f"Wrote {a.onnx} (opset {a.opset}, input {meta['input']['shape']}) and its input contract "
+          f"{Path(a.onnx).with_suffix('.json')}; onnxruntime vs PyTorch: max |logit difference| "
+          f"{check['max_abs_logit_difference']:.2e} <= {check['tolerance']:g}.")
+
+
+def _export_parser(sub):
     p = sub.add_parser("export", help="share a trained model: an nnU-Net model zip with its model card (--zip), or "
                                       "one fold as ONNX checked with onnxruntime, plus its input contract (-o)")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
@@ -373,9 +375,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest accepted |logit difference| between onnxruntime and PyTorch (default 1e-3)")
     p.set_defaults(func=_export)
 
+
+def _env(a):
+    import os
+    import shlex
+
+    from nnunet_teachformer.nnunet_ext import register_ext_trainer_dir
+    print(f"export nnUNet_extTrainer={shlex.quote(register_ext_trainer_dir(dict(os.environ)))}")
+
+
+def _env_parser(sub):
     p = sub.add_parser("env", help="print the export line that makes nnU-Net find our trainers without the start-up "
                                    "hook: eval \"$(teachformer env)\"")
     p.set_defaults(func=_env)
+
+
+def _add_common_convert_args(p, default_id):
+    p.add_argument("--dataset-id", type=int, default=default_id, help=f"nnU-Net dataset id (default {default_id})")
+    p.add_argument("--out", default=None, help="raw-data root to write to (default: $nnUNet_raw)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="teachformer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_parser in (_convert_parser, _plan_parser, _train_parser, _distill_parser, _status_parser, _predict_parser,
+                       _evaluate_parser, _report_parser, _demo_parser, _export_parser, _env_parser):
+        add_parser(sub)
     _add_nnunet_spellings(parser)
     return parser
 

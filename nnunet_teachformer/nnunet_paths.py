@@ -1,10 +1,16 @@
 """Thin helpers over nnU-Net's own naming functions, so that no module rebuilds ``Dataset<ID>_<Name>``
-parsing, a ``<Trainer>__<Plans>__<Configuration>/fold_<f>`` path or an ``nnUNetv2_train`` line by hand."""
+parsing, a ``<Trainer>__<Plans>__<Configuration>/fold_<f>`` path or an ``nnUNetv2_train`` line by hand; and
+the one place that resolves a ``-d`` argument to the dataset nnU-Net knows (``resolve_dataset``) and checks
+folds against its split (``check_folds``)."""
 import argparse
+import os
+import re
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
-from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
+from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, subdirs
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id, find_candidate_datasets
 from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier, get_output_folder
 
 from nnunet_teachformer.errors import TeachFormerError
@@ -46,3 +52,70 @@ def train_command(dataset: Union[int, str], configuration: str, fold: Union[int,
     """The ``nnUNetv2_train`` command line, the dataset given by id or name."""
     ds = dataset if isinstance(dataset, int) or str(dataset).isdigit() else dataset_id(dataset)
     return ["nnUNetv2_train", str(ds), configuration, str(fold), "-p", plans, "-tr", trainer, *extra]
+
+
+def dataset_id_of(dataset: Union[int, str]) -> int:
+    """990, "990" or "Dataset990_Name" -> 990."""
+    if isinstance(dataset, int):
+        return dataset
+    if str(dataset).strip().isdigit() and not 1 <= int(dataset) <= 999:
+        raise TeachFormerError(f"-d {dataset}: dataset ids are 1..999, because nnU-Net names each dataset "
+                               f"DatasetXXX_Name with a three-digit id. Give the id the dataset was converted with "
+                               f"(`ls $nnUNet_raw` lists them).")
+    match = re.fullmatch(r"\s*(?:Dataset)?(\d{1,3})(?:_\S*)?\s*", str(dataset))
+    if not match:
+        raise TeachFormerError(f"-d {dataset!r}: give a dataset id (e.g. 990) or a dataset folder name "
+                               f"(e.g. Dataset990_TeachFormerPhantom).")
+    return int(match.group(1))
+
+
+def _require_folders(*names: str) -> None:
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        raise TeachFormerError(f"{', '.join(missing)} not set: nnU-Net needs its folders, e.g. "
+                               + " ".join(f"export {n}=/data/{n}" for n in missing) + ".")
+
+
+def resolve_dataset(dataset: Union[int, str], need_raw: bool = True) -> tuple:
+    """(id, name) of a dataset nnU-Net knows; with ``need_raw``, its raw folder must hold dataset.json."""
+    _require_folders(*(("nnUNet_raw",) if need_raw else ()), "nnUNet_preprocessed")
+    dataset_id = dataset_id_of(dataset)
+    candidates = list(find_candidate_datasets(dataset_id))
+    if not candidates:
+        known = sorted(subdirs(str(nnUNet_raw), prefix="Dataset", join=False)) \
+            if nnUNet_raw.is_set() and isdir(str(nnUNet_raw)) else []
+        raise TeachFormerError(
+            f"Unknown dataset id {dataset_id}: no Dataset{dataset_id:03d}_* in nnUNet_raw ({nnUNet_raw.get()}) "
+            f"or nnUNet_preprocessed ({nnUNet_preprocessed.get()}). Convert it first (e.g. `teachformer convert "
+            f"synthetic --dataset-id {dataset_id}`) or check the id and nnUNet_raw; datasets in nnUNet_raw: "
+            f"{', '.join(known) or 'none'}.")
+    if len(candidates) > 1:
+        raise TeachFormerError(f"Dataset id {dataset_id} is ambiguous: {', '.join(candidates)} (across nnUNet_raw, "
+                               f"nnUNet_preprocessed and nnUNet_results). Rename or remove all but one.")
+    name = str(candidates[0])
+    if need_raw and not isfile(join(nnUNet_raw, name, "dataset.json")):
+        raise TeachFormerError(
+            f"{name} has no raw data: {join(nnUNet_raw.get(), name, 'dataset.json')} is missing. Planning and "
+            f"preprocessing read the raw images; put the raw dataset there (or point nnUNet_raw at it).")
+    return dataset_id, name
+
+
+def sort_folds(folds: Iterable[Fold]) -> List[Fold]:
+    """Folds without repeats, the numbered ones in order, then ``all`` (nnU-Net's model trained on every case)."""
+    return sorted(set(folds), key=lambda f: (f == "all", f if f != "all" else 0))
+
+
+def check_folds(dataset_name: str, folds: Sequence[Fold]) -> None:
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    splits_file = Path(os.environ.get("nnUNet_preprocessed", ""), dataset_name, "splits_final.json")
+    n_folds = len(load_json(str(splits_file))) if splits_file.is_file() else 5
+    bad = [f for f in folds if f != "all" and not 0 <= f < n_folds]
+    if bad:
+        where = splits_file if splits_file.is_file() else "nnU-Net's default five-fold split"
+        raise TeachFormerError(f"fold(s) {bad} do not exist: {where} has folds 0..{n_folds - 1} (and all, which "
+                               f"trains on every case).")
+
+
+def trained_folds(model: Path, checkpoint: str = "checkpoint_final.pth") -> List[str]:
+    """Folds of ``model`` (a trainer__plans__configuration folder) that have ``checkpoint``."""
+    return sorted(p.parent.name[len("fold_"):] for p in model.glob(f"fold_*/{checkpoint}"))

@@ -8,11 +8,11 @@ import pytest
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-from nnunet_teachformer.cpu_inference import (CpuPredictor, PathNetwork, choose_cpu_path, sliding_window_weights,
-                                              use_path)
-from nnunet_teachformer.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, float16_sums_bound
+from nnunet_teachformer.inference.cpu_inference import (CpuPredictor, PathNetwork, choose_cpu_path,
+                                                        sliding_window_weights, use_path)
+from nnunet_teachformer.inference.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, float16_sums_bound
 from nnunet_teachformer.errors import TeachFormerError
-from nnunet_teachformer.openvino_engine import OpenVinoNetwork
+from nnunet_teachformer.inference.openvino_engine import OpenVinoNetwork
 
 
 @pytest.fixture(scope="module")

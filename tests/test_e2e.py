@@ -13,7 +13,7 @@ import torch
 
 from conftest import (CONFIG, DATASET_ID, DATASET_NAME, DIRECT_TRAINERS, STUDY_TRAINERS, TEACHFORMER_PLANS,
                       console_script, model_folder, run_cli)
-from nnunet_teachformer.cpu_paths import CPU_PATHS
+from nnunet_teachformer.inference.cpu_paths import CPU_PATHS
 
 
 def _predict_and_evaluate(phantom, tmp_path, trainer, env=None):

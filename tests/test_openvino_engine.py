@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnunet_teachformer.openvino_engine import OpenVinoNetwork, SplitReductionInstanceNorm, _accurate_norms
+from nnunet_teachformer.inference.openvino_engine import OpenVinoNetwork, SplitReductionInstanceNorm, _accurate_norms
 
 
 @pytest.mark.parametrize("norm", [nn.InstanceNorm3d(4, affine=True), nn.InstanceNorm3d(4), nn.InstanceNorm2d(4, affine=True)])

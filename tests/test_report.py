@@ -20,7 +20,8 @@ from torch import nn
 from conftest import CONFIG, console_script, planning_env, run_cli
 from nnunet_teachformer.evaluation.complexity import measure_complexity, network_builder
 from nnunet_teachformer.evaluation.metrics import evaluate_predictions, hd95
-from nnunet_teachformer.evaluation.report import ModelRow, build_report
+from nnunet_teachformer.evaluation.report import build_report
+from nnunet_teachformer.evaluation.report_tables import ModelRow
 from nnunet_teachformer.evaluation.results import (ROLE_DISTILLED, FoldResult, ModelResults, find_trainer_class,
                                                     missing_models, teachers_used)
 from nnunet_teachformer.evaluation.statistics import paired_test

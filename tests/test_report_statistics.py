@@ -17,10 +17,11 @@ from scipy import stats
 
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.evaluation.metrics import case_score, count_undefined
-from nnunet_teachformer.evaluation.report import ModelRow, build_report, declared_reference
+from nnunet_teachformer.evaluation.report import build_report, declared_reference
+from nnunet_teachformer.evaluation.report_tables import ModelRow
 from nnunet_teachformer.evaluation.results import (ROLE_DISTILLED, ROLE_TEACHER, FoldResult, ModelResults,
                                                     fold_teachers, split_by_teacher_set)
-from nnunet_teachformer.evaluation.statistics import bootstrap_effect, holm, paired_test
+from nnunet_teachformer.evaluation.statistics import bootstrap_effect, holm, mean_sd, paired_test
 
 # ---- Holm, bootstrap, NaN rule: numbers by hand ------------------------------------------------------------
 
@@ -32,6 +33,14 @@ def test_holm_matches_hand_computed_values():
     adjusted = holm([0.5, math.nan, 0.6])
     assert adjusted[0] == pytest.approx(1.0) and adjusted[2] == pytest.approx(1.0) and math.isnan(adjusted[1])
     assert holm([0.02, math.nan]) == pytest.approx([0.02, math.nan], nan_ok=True)  # one test: unchanged
+
+
+def test_fold_mean_and_sd_leave_an_undefined_fold_out():
+    # the one mean +- sd of the report and the model card: sample sd (ddof 1); a NaN fold value is left out
+    assert mean_sd([0.6, 0.7]) == pytest.approx((0.65, math.sqrt(0.005)))
+    assert mean_sd([0.6, math.nan, 0.7]) == pytest.approx((0.65, math.sqrt(0.005)))
+    assert mean_sd([0.5, math.nan]) == pytest.approx((0.5, math.nan), nan_ok=True)  # one defined fold: no sd
+    assert all(math.isnan(v) for v in mean_sd([math.nan]) + mean_sd([]))
 
 
 def test_bootstrap_ci_by_hand_and_shrinking_with_n():

@@ -194,3 +194,25 @@ def test_job_scripts_ask_for_gpus_and_pass_sbatch_options(phantom, tmp_path, cap
     result = run_cli([TEACHFORMER, "train", "-d", DATASET_ID, "-f", 0, "--preset", "tiny", "--submit", "slurm"],
                      env=no_slurm, check=False)
     assert result.returncode == 2 and "sbatch is not on PATH" in result.stderr, result.stderr
+
+
+def test_status_without_a_submission_names_each_role_from_the_trainer_class(tmp_path):
+    """A results tree no SLURM submission made (models trained by hand): each row's role is the trainer class's,
+    as the report classifies it (``evaluation.results.role_of``). Needs no SLURM."""
+    name = "Dataset991_StatusTree"
+    env = os.environ.copy()
+    for folder in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / folder).mkdir()
+        env[folder] = str(tmp_path / folder)
+    (tmp_path / "nnUNet_preprocessed" / name).mkdir()
+    roles = {"UNETRTrainer_tiny": "teacher", "HDenseFormerLightTrainer_tiny": "baseline",
+             "TeachFormerTrainer_UNETRTeacher_tiny": "distilled", "UNetTrainer_tiny": "baseline",
+             "NoSuchTrainer": "model"}
+    for trainer in roles:
+        fold = tmp_path / "nnUNet_results" / name / f"{trainer}__TeachFormerPlans__3d_fullres" / "fold_0"
+        fold.mkdir(parents=True)
+        (fold / "checkpoint_final.pth").touch()
+    out = run_cli([TEACHFORMER, "status", "-d", 991], env=env).stdout
+    rows = {line.split()[2]: line.split() for line in out.splitlines()[2:]}
+    assert {trainer: rows[trainer][1] for trainer in roles} == roles, out
+    assert all(row[0] == "0" and row[3] == "done" for row in rows.values()), out

@@ -27,7 +27,7 @@ def test_ad_hoc_teacher_sets_go_through_the_environment(phantom):
 
 
 def test_nnunet_unets_join_the_study_as_teachers_and_baseline(phantom):
-    from nnunet_teachformer.study import plan_study
+    from nnunet_teachformer.study.run import plan_study
 
     def trainers(teachers, **kwargs):
         return [(r.role, r.trainer, r.env.get("TEACHFORMER_TEACHERS")) for r in

@@ -10,7 +10,7 @@ the command that fixes it, a teacher that is missing, cannot be loaded, was trai
 configuration, input channels or labels, cannot run on the student's patch, or whose provenance shows
 other input data (re-planned or re-converted since) or training or selection cases among the student's
 validation cases (another fold, another split): its knowledge of those cases would leak into the
-student's validation Dice. Provenance is the teacher's record (``nnunet_teachformer.provenance``) or, for
+student's validation Dice. Provenance is the teacher's record (``distillation.provenance``) or, for
 a model trained without this package, derived from nnU-Net's rules: fold k trained on
 ``splits_final.json``'s fold k, ``checkpoint_final.pth`` is the last epoch (nothing selected) and
 ``checkpoint_best.pth`` was selected on the fold's validation cases. A student on fold ``all`` validates on
@@ -37,9 +37,9 @@ from nnunet_teachformer.distillation.attention import attention_map
 from nnunet_teachformer.distillation.losses import combine_teacher_probabilities
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.taps import capture_taps, distillation_taps_of
+from nnunet_teachformer.distillation.provenance import (PROVENANCE_DERIVED, PROVENANCE_RECORDED, input_fingerprint,
+                                                       read_record, seen_cases)
 from nnunet_teachformer.nnunet_paths import dataset_id, model_folder, train_command
-from nnunet_teachformer.provenance import (PROVENANCE_DERIVED, PROVENANCE_RECORDED, input_fingerprint, read_record,
-                                          seen_cases)
 
 TEACHERS_ENV = "TEACHFORMER_TEACHERS"
 BEST_CHECKPOINT = "checkpoint_best.pth"

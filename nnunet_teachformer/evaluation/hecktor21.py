@@ -18,7 +18,6 @@ the spacing in (x, y, z) order to (z, y, x) arrays; we pass it in array order. W
 thick-slice CTs the HD95 values can therefore differ; DSC, recall and precision are the same computation.
 """
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Sequence
@@ -28,6 +27,7 @@ import SimpleITK as sitk
 
 from nnunet_teachformer.conversion.hecktor21 import HecktorCase, find_cases
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.evaluation.metrics import hd95_of_masks
 
 SUFFIX = ".nii.gz"
 
@@ -86,14 +86,6 @@ def _on(grid: sitk.Image, image: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(resampled) > 0
 
 
-def hd95(prediction: np.ndarray, reference: np.ndarray, spacing_zyx) -> float:
-    from monai.metrics import compute_hausdorff_distance
-    one_hot = [np.stack([~m, m])[None].astype(np.float32) for m in (prediction, reference)]
-    with warnings.catch_warnings():  # MONAI 1.5+ warns about an argument it passes to itself
-        warnings.filterwarnings("ignore", "monai.metrics.utils get_mask_edges", FutureWarning)
-        return float(compute_hausdorff_distance(*one_hot, percentile=95, spacing=list(spacing_zyx))[0, 0])
-
-
 def to_grid(prediction: sitk.Image, grid: sitk.Image) -> sitk.Image:
     """``prediction`` resampled back onto ``grid`` (an original CT's) by nearest neighbour, 0 outside the crop."""
     return sitk.Resample(prediction, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
@@ -111,7 +103,7 @@ def score_case(case: str, prediction: sitk.Image, reference: sitk.Image, bbox: n
     tp = np.logical_and(pred, ref).sum()
     dsc = 2 * tp / (pred.sum() + ref.sum())
     recall = tp / ref.sum() if ref.any() else math.nan
-    distance = hd95(pred, ref, grid.GetSpacing()[::-1]) if ref.any() else math.inf
+    distance = hd95_of_masks(pred, ref, grid.GetSpacing()[::-1]) if ref.any() else math.inf
     return CaseScore(case, float(dsc), distance, float(recall), float(tp / pred.sum()), empty=False)
 
 

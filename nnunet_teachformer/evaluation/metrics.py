@@ -48,23 +48,27 @@ def case_score(values: Dict[int, float]) -> float:
     return float(np.mean([dice_empty_rule(v) for v in values.values()])) if values else float("nan")
 
 
-def hd95(prediction: np.ndarray, reference: np.ndarray, labels: Sequence[int],
-         spacing: Sequence[float]) -> Dict[int, float]:
-    """HD95 in mm per label of one case (MONAI); NaN where the prediction or the reference is empty."""
+def hd95_of_masks(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> float:
+    """HD95 in mm between two non-empty boolean masks (MONAI, ``spacing`` in the arrays' axis order): the one
+    HD95 of the package, for the report and the challenge scorers."""
     import torch
     from monai.metrics import compute_hausdorff_distance
 
+    with warnings.catch_warnings():  # MONAI 1.6 warns about its own internal use of a deprecated argument
+        warnings.simplefilter("ignore", FutureWarning)
+        distance = compute_hausdorff_distance(torch.from_numpy(prediction[None, None]),
+                                              torch.from_numpy(reference[None, None]),
+                                              include_background=True, percentile=95, spacing=list(spacing))
+    return float(distance.item())
+
+
+def hd95(prediction: np.ndarray, reference: np.ndarray, labels: Sequence[int],
+         spacing: Sequence[float]) -> Dict[int, float]:
+    """HD95 in mm per label of one case (MONAI); NaN where the prediction or the reference is empty."""
     result = {}
     for label in labels:
         pred, ref = prediction == label, reference == label
-        if not pred.any() or not ref.any():
-            result[label] = float("nan")
-            continue
-        with warnings.catch_warnings():  # MONAI 1.6 warns about its own internal use of a deprecated argument
-            warnings.simplefilter("ignore", FutureWarning)
-            distance = compute_hausdorff_distance(torch.from_numpy(pred[None, None]), torch.from_numpy(ref[None, None]),
-                                                  include_background=True, percentile=95, spacing=list(spacing))
-        result[label] = float(distance.item())
+        result[label] = hd95_of_masks(pred, ref, spacing) if pred.any() and ref.any() else float("nan")
     return result
 
 

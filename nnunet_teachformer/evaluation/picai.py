@@ -1,3 +1,4 @@
+# Over 400 lines because it is one protocol kept whole: PI-CAI scoring, its bootstrap CIs and input checks.
 """PI-CAI 2022 (csPCa detection in prostate bpMRI) scored as the challenge scores it, with its own libraries.
 
 Cite: Saha et al., "Artificial intelligence and radiologists in prostate cancer detection on MRI (PI-CAI)",

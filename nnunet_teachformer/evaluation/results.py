@@ -26,8 +26,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.evaluation.metrics import CaseValues, dice_per_case, evaluated_labels
-from nnunet_teachformer.nnunet_paths import dataset_id, model_identifier, train_command
-from nnunet_teachformer.provenance import PROVENANCE_DERIVED, PROVENANCE_RECORDED
+from nnunet_teachformer.distillation.provenance import PROVENANCE_DERIVED, PROVENANCE_RECORDED
+from nnunet_teachformer.nnunet_paths import dataset_id, model_identifier, resolve_dataset, train_command
 
 ROLE_TEACHER = "teacher"
 ROLE_STUDENT = "student (no distillation)"
@@ -55,7 +55,6 @@ class DatasetFolders:
 
 def dataset_folders(dataset) -> DatasetFolders:
     """The dataset's folders; nnUNet_raw is optional (without it the report has no timing and no gallery)."""
-    from nnunet_teachformer.planners.plan import resolve_dataset
     _, name = resolve_dataset(dataset, need_raw=False)
     if not os.environ.get("nnUNet_results"):
         raise TeachFormerError("nnUNet_results not set: the report reads nnU-Net's result folders; export it as "

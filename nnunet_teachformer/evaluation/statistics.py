@@ -17,7 +17,7 @@ a constant difference (t and d_z undefined).
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats
@@ -58,6 +58,16 @@ class PairedTest:
     t_p_holm: float = float("nan")  # set by ``holm_corrected`` over the table's comparisons
     wilcoxon_p_holm: float = float("nan")
     per_fold: Dict[int, EffectSize] = field(default_factory=dict)
+
+
+def mean_sd(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample sd (ddof 1) of fold values, the report's and the model card's: a NaN value (a fold where
+    the measure is undefined) is left out, as nnU-Net leaves NaN cases out of its means; the mean is NaN
+    without any defined value, the sd NaN with fewer than two."""
+    defined = [float(v) for v in values if not np.isnan(v)]
+    if not defined:
+        return float("nan"), float("nan")
+    return float(np.mean(defined)), float(np.std(defined, ddof=1)) if len(defined) > 1 else float("nan")
 
 
 def case_scores(dice: CaseValues) -> Dict[str, float]:

@@ -24,62 +24,15 @@ from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, 
 from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, preprocess_dataset
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 from nnunetv2.training.dataloading.nnunet_dataset import file_ending_dataset_mapping
-from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 from nnunet_teachformer.errors import TeachFormerError
-from nnunet_teachformer.nnunet_paths import train_command
+from nnunet_teachformer.nnunet_paths import resolve_dataset, train_command
 from nnunet_teachformer.planners import freshness
 from nnunet_teachformer.planners.planner import PLANS_IDENTIFIER, TeachFormerPlanner, same_preprocessing
 
 GIB = 2 ** 30
-
-
-def dataset_id_of(dataset: Union[int, str]) -> int:
-    """990, "990" or "Dataset990_Name" -> 990."""
-    if isinstance(dataset, int):
-        return dataset
-    if str(dataset).strip().isdigit() and not 1 <= int(dataset) <= 999:
-        raise TeachFormerError(f"-d {dataset}: dataset ids are 1..999, because nnU-Net names each dataset "
-                               f"DatasetXXX_Name with a three-digit id. Give the id the dataset was converted with "
-                               f"(`ls $nnUNet_raw` lists them).")
-    match = re.fullmatch(r"\s*(?:Dataset)?(\d{1,3})(?:_\S*)?\s*", str(dataset))
-    if not match:
-        raise TeachFormerError(f"-d {dataset!r}: give a dataset id (e.g. 990) or a dataset folder name "
-                               f"(e.g. Dataset990_TeachFormerPhantom).")
-    return int(match.group(1))
-
-
-def _require_folders(*names: str) -> None:
-    missing = [n for n in names if not os.environ.get(n)]
-    if missing:
-        raise TeachFormerError(f"{', '.join(missing)} not set: nnU-Net needs its folders, e.g. "
-                               + " ".join(f"export {n}=/data/{n}" for n in missing) + ".")
-
-
-def resolve_dataset(dataset: Union[int, str], need_raw: bool = True) -> tuple:
-    """(id, name) of a dataset nnU-Net knows; with ``need_raw``, its raw folder must hold dataset.json."""
-    _require_folders(*(("nnUNet_raw",) if need_raw else ()), "nnUNet_preprocessed")
-    dataset_id = dataset_id_of(dataset)
-    candidates = list(find_candidate_datasets(dataset_id))
-    if not candidates:
-        known = sorted(subdirs(str(nnUNet_raw), prefix="Dataset", join=False)) \
-            if nnUNet_raw.is_set() and isdir(str(nnUNet_raw)) else []
-        raise TeachFormerError(
-            f"Unknown dataset id {dataset_id}: no Dataset{dataset_id:03d}_* in nnUNet_raw ({nnUNet_raw.get()}) "
-            f"or nnUNet_preprocessed ({nnUNet_preprocessed.get()}). Convert it first (e.g. `teachformer convert "
-            f"synthetic --dataset-id {dataset_id}`) or check the id and nnUNet_raw; datasets in nnUNet_raw: "
-            f"{', '.join(known) or 'none'}.")
-    if len(candidates) > 1:
-        raise TeachFormerError(f"Dataset id {dataset_id} is ambiguous: {', '.join(candidates)} (across nnUNet_raw, "
-                               f"nnUNet_preprocessed and nnUNet_results). Rename or remove all but one.")
-    name = str(candidates[0])
-    if need_raw and not isfile(join(nnUNet_raw, name, "dataset.json")):
-        raise TeachFormerError(
-            f"{name} has no raw data: {join(nnUNet_raw.get(), name, 'dataset.json')} is missing. Planning and "
-            f"preprocessing read the raw images; put the raw dataset there (or point nnUNet_raw at it).")
-    return dataset_id, name
 
 
 def _training_cases(dataset_name: str) -> tuple:

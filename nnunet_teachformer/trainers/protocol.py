@@ -20,7 +20,7 @@ trained and selected under one protocol:
   after an early stop trains no further. With ``early_stopping_patience = None`` the split and the
   selection are nnU-Net's own (``checkpoint_best.pth`` is then chosen on the fold's validation cases, so a
   cross-validated student refuses it as a teacher);
-* provenance: ``fold_X/provenance.json`` (``nnunet_teachformer.provenance``), rewritten with every
+* provenance: ``fold_X/provenance.json`` (``nnunet_teachformer.distillation.provenance``), rewritten with every
   checkpoint, records the cases the model learnt from and chose its weights with, and the fingerprint
   of its input data; distilled students check their teachers against it.
 """
@@ -34,7 +34,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.taps import unwrap_network
 from nnunet_teachformer.planners.freshness import check_preprocessed_is_current
-from nnunet_teachformer.provenance import input_fingerprint, write_record
+from nnunet_teachformer.distillation.provenance import input_fingerprint, write_record
 from nnunet_teachformer.trainers.patch_adaptation import adapt_plans
 
 

@@ -41,7 +41,7 @@ from nnunet_teachformer.distillation.teachers import (TEACHERS_ENV, StudentRun, 
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.hdenseformer import HDENSEFORMER_LIGHT_SPEC
 from nnunet_teachformer.networks.taps import TAP_NAMES, capture_taps
-from nnunet_teachformer.provenance import PROVENANCE_DERIVED, TEACHERS_FILE, recorded_teachers
+from nnunet_teachformer.distillation.provenance import PROVENANCE_DERIVED, TEACHERS_FILE, recorded_teachers
 from nnunet_teachformer.trainers.architecture_trainer import ArchitectureTrainer
 from nnunet_teachformer.trainers.progress import DistillationProgressLogger
 

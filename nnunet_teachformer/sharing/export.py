@@ -37,21 +37,12 @@ import numpy as np
 import torch
 
 from nnunet_teachformer.errors import TeachFormerError
-from nnunet_teachformer.nnunet_paths import model_folder, train_command
+from nnunet_teachformer.nnunet_paths import check_folds, model_folder, resolve_dataset, train_command, trained_folds
+from nnunet_teachformer.sharing.model_card import NORMALIZATION_RECIPES
 
 DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-3
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
-
-NORMALIZATION_RECIPES = {
-    "CTNormalization": "clip to [percentile_00_5, percentile_99_5], subtract mean, divide by std (numbers below, "
-                       "from the training set's foreground)",
-    "ZScoreNormalization": "per image: subtract the image's mean, divide by its std (inside the nonzero mask of all "
-                           "channels if use_mask_for_norm, voxels outside set to 0)",
-    "NoNormalization": "none: intensities as read, as float32",
-    "RescaleTo01Normalization": "per image: subtract the minimum, divide by the maximum",
-    "RGBTo01Normalization": "divide by 255",
-}
 
 
 def _require_onnx():
@@ -164,9 +155,7 @@ def export_student(dataset, fold: Union[int, str], output: Union[str, os.PathLik
     Returns the metadata. Raises TeachFormerError if the model is missing or onnxruntime disagrees with PyTorch
     by more than ``tolerance`` (the .onnx is then removed).
     """
-    from nnunet_teachformer.planners.plan import resolve_dataset
-
-    from nnunet_teachformer.study import check_checkpoint, check_folds, trained_folds
+    from nnunet_teachformer.inference.predict import check_checkpoint
 
     ort = _require_onnx()
     if not (str(fold) == "all" or str(fold).isdigit()):
@@ -239,8 +228,7 @@ def export_model_zip(dataset, output: Union[str, os.PathLike], folds: Optional[S
     from nnunetv2.paths import nnUNet_raw
 
     from nnunet_teachformer.evaluation.results import find_trainer_class
-    from nnunet_teachformer.model_card import build_model_card, write_model_card
-    from nnunet_teachformer.planners.plan import resolve_dataset
+    from nnunet_teachformer.sharing.model_card import build_model_card, write_model_card
     from nnunet_teachformer.trainers.teachformer import TEACHERS_FILE
 
     _, dataset_name = resolve_dataset(dataset, need_raw=False)

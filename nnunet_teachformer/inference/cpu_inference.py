@@ -37,7 +37,7 @@ from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compu
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from torch import nn
 
-from nnunet_teachformer.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, CpuPath
+from nnunet_teachformer.inference.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, CpuPath
 
 
 CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # by tensor rank: nnU-Net's 2d and 3d
@@ -78,7 +78,7 @@ class PathNetwork(nn.Module):
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", FutureWarning)
             if self.path.engine == "openvino":
-                from nnunet_teachformer.openvino_engine import OpenVinoNetwork
+                from nnunet_teachformer.inference.openvino_engine import OpenVinoNetwork
                 return OpenVinoNetwork(network, example, tile_workers(self.path))
             return torch.jit.optimize_for_inference(torch.jit.trace(network, example, check_trace=False))
 

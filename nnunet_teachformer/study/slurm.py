@@ -2,7 +2,7 @@
 
 ``teachformer train ... --submit slurm`` writes, into ``$nnUNet_results/<Dataset>/slurm/``:
 
-    <model>_fold<f>.sh  one ``nnUNetv2_train`` job per unfinished model (the ``ModelRun`` of ``study.plan_study``)
+    <model>_fold<f>.sh  one ``nnUNetv2_train`` job per unfinished model (the ``ModelRun`` of ``study.run.plan_study``)
     report.sh           ``teachformer report`` once every model job has ended
     submit.sh           the ``sbatch`` calls: teachers and baselines at once, each distilled student
                         ``afterok`` on exactly its fold's teacher jobs (and cancelled if one fails), the report
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from nnunet_teachformer.errors import TeachFormerError
-from nnunet_teachformer.study import ModelRun
+from nnunet_teachformer.study.run import ModelRun
 
 SLURM_FOLDER = "slurm"
 MANIFEST = "study.json"

@@ -73,7 +73,8 @@ def run_demo(workdir: str = "teachformer_demo", quick: bool = False, device: Opt
     from nnunet_teachformer.evaluation.metrics import evaluate_predictions
     from nnunet_teachformer.evaluation.report import build_report
     from nnunet_teachformer.planners.plan import format_summary, plan_dataset
-    from nnunet_teachformer.study import plan_study, predict, run_study
+    from nnunet_teachformer.inference.predict import predict
+    from nnunet_teachformer.study.run import plan_study, run_study
 
     size = SIZES["quick" if quick else "full"]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

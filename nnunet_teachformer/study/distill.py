@@ -4,7 +4,7 @@ The teachers are the user's trained models as they are (``nnUNetTrainer`` and it
 this package's trainers): ``--from`` names their trainers, their plans are found in the results tree (or
 given with ``-p``), and the student trains on the same plans, configuration and folds, fold ``all``
 included (the model to deploy). For each fold only what is missing is trained, through the real
-``nnUNetv2_train`` (``study.run_study``: finished folds are skipped, started ones resume with ``--c``): the
+``nnUNetv2_train`` (``study.run.run_study``: finished folds are skipped, started ones resume with ``--c``): the
 distilled student and, with ``--baseline``, the same student without distillation. Nothing is written into
 a teacher's folder; a student fold that was distilled from another teacher set is never continued or
 counted as done. Then the report sets the students beside their teachers, and the predict command is
@@ -15,9 +15,9 @@ from typing import List, Optional, Sequence
 
 from nnunet_teachformer import roster
 from nnunet_teachformer.errors import TeachFormerError
-from nnunet_teachformer.nnunet_paths import model_folder, train_command
-from nnunet_teachformer.provenance import recorded_teachers
-from nnunet_teachformer.study import ModelRun, check_folds, sort_folds
+from nnunet_teachformer.distillation.provenance import recorded_teachers
+from nnunet_teachformer.nnunet_paths import check_folds, model_folder, resolve_dataset, sort_folds, train_command
+from nnunet_teachformer.study.run import ModelRun
 
 
 def find_plans(dataset_name: str, teachers: Sequence[str], configuration: str) -> str:
@@ -56,7 +56,7 @@ def plan_distillation(dataset, teachers: Sequence[str], folds: Optional[Sequence
     """The ``nnUNetv2_train`` runs that distil ``student`` from the trained ``teachers`` on ``folds`` (default:
     every fold all teachers have ``checkpoint`` for). Refuses, before anything runs, a missing teacher fold and a
     student fold that another teacher set has started."""
-    from nnunet_teachformer.planners.plan import check_preprocessed, resolve_dataset
+    from nnunet_teachformer.planners.plan import check_preprocessed
 
     dataset_id, dataset_name = resolve_dataset(dataset, need_raw=False)
     plans = plans or find_plans(dataset_name, teachers, configuration)

@@ -24,8 +24,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
 from nnunet_teachformer.nnunet_paths import dataset_id, model_identifier
 
 MODEL_CARD_MD = "MODEL_CARD.md"
@@ -36,6 +34,17 @@ NOT_FOR_CLINICAL_USE = (
     "NOT FOR CLINICAL USE. This model is a research artefact, not a medical device: it has not been cleared or "
     "approved by any regulator, and its output must not be used for diagnosis, treatment planning or any other "
     "decision about a patient.")
+
+# how nnU-Net normalises each channel, in words: the model card's input section and export's student.json
+NORMALIZATION_RECIPES = {
+    "CTNormalization": "clip to [percentile_00_5, percentile_99_5], subtract mean, divide by std (numbers below, "
+                       "from the training set's foreground)",
+    "ZScoreNormalization": "per image: subtract the image's mean, divide by its std (inside the nonzero mask of all "
+                           "channels if use_mask_for_norm, voxels outside set to 0)",
+    "NoNormalization": "none: intensities as read, as float32",
+    "RescaleTo01Normalization": "per image: subtract the minimum, divide by the maximum",
+    "RGBTo01Normalization": "divide by 255",
+}
 
 
 def _version(distribution: str) -> Optional[str]:
@@ -57,9 +66,11 @@ def _cpu_name() -> str:
 
 
 def _mean_sd(values: Sequence[float]) -> dict:
-    values = [v for v in values if not math.isnan(v)]
-    return {"mean": float(np.mean(values)) if values else None,
-            "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None, "folds": len(values)}
+    """``evaluation.statistics.mean_sd`` (NaN folds left out) as JSON: None where undefined, and its fold count."""
+    from nnunet_teachformer.evaluation.statistics import mean_sd
+    mean, sd = mean_sd(values)
+    return {"mean": None if math.isnan(mean) else mean, "sd": None if math.isnan(sd) else sd,
+            "folds": sum(not math.isnan(v) for v in values)}
 
 
 def _network(trainer_class: type) -> Optional[str]:
@@ -134,7 +145,6 @@ def build_model_card(folder, trainer_class: type, configuration: str, folds: Seq
 
     import nnunet_teachformer
     from nnunet_teachformer.evaluation.complexity import model_folder_complexity
-    from nnunet_teachformer.export import NORMALIZATION_RECIPES
     from nnunet_teachformer.trainers.teachformer import TeachFormerTrainer
 
     folder = Path(folder)

@@ -1,123 +1,20 @@
-"""The cross-validated Teach-Former study as a list of ``nnUNetv2_train`` runs, and running it.
+"""``teachformer predict``: a trained model's ensemble of folds on a folder of images, checked first.
 
-For every fold: the teachers that are not trained yet, the baseline student (the student's own
-architecture trainer, no distillation) and the distilled student (``TeachFormerTrainer`` or the
-variant for the chosen teachers/student). Each model is one ``nnUNetv2_train --npz`` command, so results
-land in nnU-Net's usual folders and ``--dry-run`` output can go straight to a cluster scheduler (one
-fold per GPU is how nnU-Net users scale out). Running is idempotent and resumable: a model with
-``checkpoint_final.pth`` is skipped, a model with an unfinished fold folder is resumed with ``--c``.
+Before anything runs, the checkpoints (present and loadable) and the input folder (file endings, channel
+suffixes, readable images on one grid per case) are checked against the model; then ``nnUNetv2_predict`` on a
+GPU, or nnU-Net's predictor in this process along one of the CPU paths (``inference.cpu_inference``); then
+the postprocessing that ``nnUNetv2_find_best_configuration`` chose, where it exists. A refused or failed
+prediction leaves nothing behind in the output folder.
 """
-import os
 import re
-import shlex
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from nnunet_teachformer.errors import TeachFormerError
-
-from nnunet_teachformer import roster
-from nnunet_teachformer.nnunet_paths import Fold, model_folder, train_command
-
-
-@dataclass
-class ModelRun:
-    role: str  # "teacher", "baseline" or "distilled"
-    trainer: str
-    fold: Fold
-    command: List[str]
-    folder: Path
-    env: Dict[str, str] = field(default_factory=dict)
-
-    @property
-    def finished(self) -> bool:
-        return (self.folder / "checkpoint_final.pth").is_file()
-
-    @property
-    def started(self) -> bool:
-        return any(self.folder.glob("checkpoint_*.pth"))
-
-    def shell(self) -> str:
-        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        return (prefix + " " if prefix else "") + " ".join(shlex.quote(c) for c in self.command)
-
-
-def sort_folds(folds: Iterable[Fold]) -> List[Fold]:
-    """Folds without repeats, the numbered ones in order, then ``all`` (nnU-Net's model trained on every case)."""
-    return sorted(set(folds), key=lambda f: (f == "all", f if f != "all" else 0))
-
-
-def check_folds(dataset_name: str, folds: Sequence[Fold]) -> None:
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    splits_file = Path(os.environ.get("nnUNet_preprocessed", ""), dataset_name, "splits_final.json")
-    n_folds = len(load_json(str(splits_file))) if splits_file.is_file() else 5
-    bad = [f for f in folds if f != "all" and not 0 <= f < n_folds]
-    if bad:
-        where = splits_file if splits_file.is_file() else "nnU-Net's default five-fold split"
-        raise TeachFormerError(f"fold(s) {bad} do not exist: {where} has folds 0..{n_folds - 1} (and all, which "
-                               f"trains on every case).")
-
-
-def distilled_trainer(student: str, teachers: Sequence[str], suffix: str = "") -> Tuple[str, Dict[str, str]]:
-    """The distilled student's trainer name and any environment it needs for the chosen teachers.
-
-    The roster's teacher sets have their own trainers (the paper's three, the single-teacher ablations, the
-    three with nnU-Net's U-Net); any other set goes through TEACHFORMER_TEACHERS and shares the default
-    trainer's result folder.
-    """
-    base = roster.STUDENTS[student][1]
-    variant = roster.TEACHER_SET_VARIANTS.get(frozenset(teachers))
-    if variant == "" or (variant is not None and base == "TeachFormerTrainer"):
-        return base + variant + suffix, {}
-    return base + suffix, {"TEACHFORMER_TEACHERS": ",".join(roster.teacher_trainers(teachers, suffix))}
-
-
-def plan_study(dataset_id, folds: Sequence[int], teachers: Sequence[str], student: str, plans: str = "TeachFormerPlans",
-               configuration: str = "3d_fullres", device: str = "cuda", preset: str = "full",
-               nnunet_baseline: bool = False) -> List[ModelRun]:
-    from nnunet_teachformer.planners.plan import check_preprocessed, resolve_dataset
-    dataset_id, dataset_name = resolve_dataset(dataset_id, need_raw=False)
-    check_preprocessed(dataset_id, plans, configuration)
-    check_folds(dataset_name, folds)
-    suffix = roster.PRESETS[preset]
-    models = [("teacher", roster.TEACHERS[t] + suffix, {}) for t in teachers]
-    if nnunet_baseline and "unet" not in teachers:
-        models.append(("baseline", roster.NNUNET_BASELINE + suffix, {}))
-    models += [("baseline", roster.STUDENTS[student][0] + suffix, {}),
-               ("distilled", *distilled_trainer(student, teachers, suffix))]
-    runs = []
-    for fold in folds:
-        for role, trainer, env in models:
-            # --npz keeps the validation probabilities that nnUNetv2_find_best_configuration ensembles
-            runs.append(ModelRun(role, trainer, fold, train_command(dataset_id, configuration, fold, plans, trainer,
-                                                                    "-device", device, "--npz"),
-                                 model_folder(dataset_name, trainer, plans, configuration, fold), env))
-    return runs
-
-
-def run_study(runs: Sequence[ModelRun], log=print) -> None:
-    """Runs the unfinished models in order; an unfinished fold folder is resumed with --c."""
-    todo = [r for r in runs if not r.finished]
-    for r in runs:
-        if r.finished:
-            log(f"[done]    {r.trainer} fold {r.fold}: {r.folder / 'checkpoint_final.pth'} exists, skipped")
-    start = time.time()
-    for i, r in enumerate(todo, 1):
-        command = r.command + (["--c"] if r.started else [])
-        log(f"[{i}/{len(todo)}] {r.role} {r.trainer} fold {r.fold}{' (resuming)' if r.started else ''}: "
-            f"{' '.join(command)}   (elapsed {time.time() - start:.0f} s)")
-        executable = Path(sys.executable).parent / command[0]
-        env = dict(os.environ, **r.env)
-        code = subprocess.call([str(executable) if executable.exists() else command[0]] + command[1:], env=env)
-        if code != 0:
-            raise TeachFormerError(f"{r.trainer} fold {r.fold} failed (exit code {code}); its log is in {r.folder}. "
-                                   f"Fix the cause and run the same teachformer train command again: finished "
-                                   f"models are kept and this one resumes.")
-    log(f"Study complete: {len(runs)} models ({len(todo)} trained now) in {time.time() - start:.0f} s.")
-
+from nnunet_teachformer.nnunet_paths import (Fold, check_folds, model_folder, resolve_dataset, train_command,
+                                             trained_folds)
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".png", ".bmp", ".tif", ".tiff", ".npy", ".npz")
 SITK_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
@@ -134,11 +31,6 @@ def check_checkpoint(path: Path, fix: str) -> None:
                                f"and {fix}.") from None
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise TeachFormerError(f"{path} is not an nnU-Net checkpoint (no network_weights in it). Delete it and {fix}.")
-
-
-def trained_folds(model: Path, checkpoint: str = "checkpoint_final.pth") -> List[str]:
-    """Folds of ``model`` (a trainer__plans__configuration folder) that have ``checkpoint``."""
-    return sorted(p.parent.name[len("fold_"):] for p in model.glob(f"fold_*/{checkpoint}"))
 
 
 def check_prediction_input(folder: Path, dataset_json: dict) -> List[str]:
@@ -204,7 +96,7 @@ def _undo_output(output: Path, existed_before: set) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def postprocessing_file(model: Path, folds: Sequence[int]) -> Optional[Path]:
+def postprocessing_file(model: Path, folds: Sequence[Fold]) -> Optional[Path]:
     """The ``postprocessing.pkl`` that ``nnUNetv2_find_best_configuration -f <folds>`` determined on this model's
     cross-validation of exactly these folds, or None."""
     from nnunetv2.utilities.file_path_utilities import folds_tuple_to_string
@@ -244,7 +136,6 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
 
     import torch
 
-    from nnunet_teachformer.planners.plan import resolve_dataset
     dataset_id, dataset_name = resolve_dataset(dataset_id, need_raw=False)
     model = model_folder(dataset_name, trainer, plans, configuration)
     missing = [f for f in folds if not (model / f"fold_{f}" / checkpoint).is_file()]
@@ -283,7 +174,7 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
     pp_file = postprocessing_file(model, folds) if postprocessing else None
     try:
         if device == "cpu":
-            from nnunet_teachformer.cpu_inference import predict_on_cpu
+            from nnunet_teachformer.inference.cpu_inference import predict_on_cpu
             predict_on_cpu(model, folds, checkpoint, input_folder, output_folder, save_probabilities, tta,
                            processes or 3, cpu_path)
         else:

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from nnunet_teachformer import slurm
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.evaluation.results import (ROLE_DISTILLED, ROLE_NNUNET, ROLE_STUDENT, ROLE_TEACHER,
+                                                   find_trainer_class, role_of)
+from nnunet_teachformer.nnunet_paths import resolve_dataset
+from nnunet_teachformer.study import slurm
 
 RUNNING = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT")
 NOT_RUN = ("cancelled", "never ran")
@@ -135,14 +138,14 @@ def submitted_study_status(folder: Path) -> Tuple[List[JobStatus], str]:
     return list(states.values()), source
 
 
+# the report's roles (evaluation.results.role_of, from the trainer class) in the words of a submitted study's jobs
+STUDY_ROLES = {ROLE_TEACHER: "teacher", ROLE_STUDENT: "baseline", ROLE_NNUNET: "baseline", ROLE_DISTILLED: "distilled"}
+
+
 def _role_of(trainer: str) -> str:
-    from nnunet_teachformer.study import STUDENT_TRAINERS, TEACHER_TRAINERS
-    architecture = trainer.split("_")[0]
-    if architecture == "TeachFormerTrainer":
-        return "distilled"
-    if architecture in TEACHER_TRAINERS.values():
-        return "teacher"
-    return "baseline" if architecture in [b for b, _ in STUDENT_TRAINERS.values()] else "model"
+    """teacher, baseline or distilled as the trainer class says (``evaluation.results.role_of``); "model" for a
+    trainer nnU-Net cannot find."""
+    return STUDY_ROLES.get(role_of(find_trainer_class(trainer)), "model")
 
 
 def results_tree_status(results: Path) -> List[JobStatus]:
@@ -163,7 +166,6 @@ def results_tree_status(results: Path) -> List[JobStatus]:
 
 
 def study_status(dataset) -> Tuple[str, List[JobStatus], str]:
-    from nnunet_teachformer.planners.plan import resolve_dataset
     _, dataset_name = resolve_dataset(dataset, need_raw=False)
     folder = slurm.slurm_folder(dataset_name)
     if (folder / slurm.MANIFEST).is_file():
