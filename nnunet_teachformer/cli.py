@@ -133,6 +133,7 @@ def _dry_run_or_submit(a, runs) -> bool:
 
 
 def _distill(a):
+    from nnunet_teachformer.nnunet_paths import sort_folds
     from nnunet_teachformer.study.distill import plan_distillation, predict_command
     from nnunet_teachformer.study.run import run_study
     runs = plan_distillation(a.dataset, a.teachers, a.folds, plans=a.plans, configuration=a.configuration,
@@ -141,9 +142,10 @@ def _distill(a):
     if _dry_run_or_submit(a, runs):
         return
     run_study(runs)
-    folds = sorted({r.fold for r in runs}, key=str)
-    _print_report(a.dataset, folds, reference=runs[-1].trainer, device=a.device if a.device != "mps" else "cpu",
-                  timing=not a.no_timing, mirroring=True)
+    folds = sort_folds(r.fold for r in runs)
+    cross_validated = any(f != "all" for f in folds)  # the paired tests need numbered folds
+    _print_report(a.dataset, folds, reference=runs[-1].trainer if cross_validated else None,
+                  device="cuda" if a.device == "cuda" else "cpu", timing=not a.no_timing, mirroring=True)
     plans = runs[0].command[runs[0].command.index("-p") + 1]
     print(f"\nPredict with the distilled student:\n    {predict_command(a.dataset, runs, plans, a.configuration)}"
           f" --device {a.device}")
@@ -292,8 +294,11 @@ def _print_report(dataset, folds, **options):
     report = build_report(dataset, folds, **options)
     print(f"Reference for the paired tests: {report.reference_rule}; p-values Holm-corrected over the table\n")
     print(report.table_markdown)
+    if report.fold_all_table:
+        print(f"\nFold all (not cross-validated: validated on its own training cases):\n{report.fold_all_table}")
     if any(r.model.teacher_warnings for r in report.rows):
-        print("\n† taught by a teacher without a provenance record (see Teachers in report.md)")
+        print("\n† taught by a teacher without a provenance record of its own: its cases are derived from nnU-Net's "
+              "split, or unknown (see Teachers in report.md)")
     if report.missing:
         print("\nMissing (not averaged):\n" + "\n".join(f"- {m}" for m in report.missing))
     print(f"\nReport: {report.files['report_md']}")

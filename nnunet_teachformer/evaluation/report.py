@@ -39,12 +39,13 @@ from nnunet_teachformer.evaluation.challenge import report_section
 from nnunet_teachformer.evaluation.complexity import model_folder_complexity
 from nnunet_teachformer.evaluation.latency import time_inference
 from nnunet_teachformer.evaluation.metrics import CaseValues, hd95_per_case
-from nnunet_teachformer.evaluation.report_tables import (ModelRow, model_table, models_csv, per_case_csv,
-                                                         report_markdown, tests_csv, write_csv)
+from nnunet_teachformer.evaluation.report_tables import (ModelRow, fold_all_table, model_table, models_csv,
+                                                         per_case_csv, report_markdown, tests_csv, write_csv)
 from nnunet_teachformer.evaluation.results import (DISTILLED_PREFIX, ROLE_DISTILLED, ROLE_NNUNET, ROLE_STUDENT,
                                                    ROLE_TEACHER, ROLE_UNKNOWN, DatasetFolders, ModelResults,
                                                    dataset_folders, discover_models, missing_models)
 from nnunet_teachformer.evaluation.statistics import PairedTest, case_scores, holm_corrected, paired_test
+from nnunet_teachformer.nnunet_paths import Fold
 
 REPORT_FOLDER = "teachformer_report"
 DEFAULT_REFERENCE = DISTILLED_PREFIX  # the paper's distilled student
@@ -63,6 +64,7 @@ class Report:
     reference: Optional[str]
     reference_rule: str  # how the reference was declared, or why there is none
     missing: List[str]  # missing folds (with the command that makes them) and missing models
+    fold_all_table: Optional[str] = None  # models trained on fold all, apart: not cross-validated
 
 
 # ------------------------------------------------------------------------------------------- computing
@@ -172,12 +174,13 @@ def _training_logs(model: ModelResults, log) -> Dict[int, Dict[str, list]]:
 
 
 # ------------------------------------------------------------------------------------------- the report
-def build_report(dataset, folds: Sequence[int] = (0, 1, 2, 3, 4), output=None, reference: Optional[str] = None,
+def build_report(dataset, folds: Sequence[Fold] = (0, 1, 2, 3, 4), output=None, reference: Optional[str] = None,
                  device: Optional[str] = None, timing: bool = True, mirroring: bool = True, gallery_cases: int = 3,
                  log=print) -> Report:
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
-    folds = sorted(set(int(f) for f in folds))
+    with_fold_all = "all" in folds  # listed apart: fold all validates on its training cases
+    folds = sorted(set(int(f) for f in folds if f != "all"))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise TeachFormerError("--device cuda, but PyTorch sees no CUDA device here; time on the CPU with --device "
@@ -241,12 +244,13 @@ def build_report(dataset, folds: Sequence[int] = (0, 1, 2, 3, 4), output=None, r
         header = list(dict.fromkeys(k for r in challenge.rows for k in r))
         files["challenge_csv"] = write_csv(output / "challenge.csv", header,
                                            [[r.get(k, "") for k in header] for r in challenge.rows])
+    fold_all = fold_all_table(models, label_names, labels) if with_fold_all else None
     markdown = report_markdown(folders, folds, rows, table, tests, reference_rule, missing, figures, device,
-                               timing, mirroring, challenge.lines if challenge else [])
+                               timing, mirroring, challenge.lines if challenge else [], fold_all)
     files["report_md"] = output / "report.md"
     files["report_md"].write_text(markdown)
     return Report(output, table, markdown, files, figures, rows, tests,
-                  reference_row.name if reference_row else None, reference_rule, missing)
+                  reference_row.name if reference_row else None, reference_rule, missing, fold_all)
 
 
 def _figures(output: Path, folders: DatasetFolders, rows: Sequence[ModelRow], labels, dataset_json: dict,

@@ -23,7 +23,7 @@ from nnunet_teachformer.evaluation.statistics import (BOOTSTRAP_RESAMPLES, BOOTS
                                                       mean_sd)
 
 SIGNIFICANCE = 0.05
-UNVERIFIED_MARK = "†"  # taught by a teacher without a provenance record
+UNVERIFIED_MARK = "†"  # taught by a teacher without a provenance record of its own
 
 
 def _nanmean(values) -> float:
@@ -150,6 +150,31 @@ def model_table(rows: Sequence[ModelRow], label_names: Dict[int, str], labels, r
     return _markdown_table(header, table)
 
 
+FOLD_ALL_NOTE = ("nnU-Net's fold all trains on every case and validates on those same cases, so this is no "
+                 "cross-validated estimate: it shows that the model to deploy trained, not how well it generalises.")
+
+
+def fold_all_table(models: Sequence[ModelResults], label_names: Dict[int, str], labels) -> Optional[str]:
+    """The models trained on fold ``all``: their Dice on their own training cases (nnU-Net's validation of fold
+    all), apart from the cross-validated table. None if no model has fold all."""
+    import json
+
+    rows = []
+    for folder, model in {m.folder: m for m in models}.items():
+        fold_folder = folder / "fold_all"
+        summary_file = fold_folder / "validation" / "summary.json"
+        if summary_file.is_file():
+            summary = json.loads(summary_file.read_text())
+            dice = [f"{100 * summary['mean'][str(lb)]['Dice']:.2f}" for lb in labels]
+            rows.append([model.name, model.role, *dice, f"{100 * summary['foreground_mean']['Dice']:.2f}"])
+        elif fold_folder.is_dir():
+            done = "trained, not validated" if (fold_folder / "checkpoint_final.pth").is_file() else "training"
+            rows.append([model.name, model.role, *["—"] * len(labels), done])
+    header = ["Model", "Role", *[f"Dice {label_names.get(lb, lb)} on training cases (%)" for lb in labels],
+              "Foreground Dice (%)"]
+    return _markdown_table(header, rows) if rows else None
+
+
 def _tests_table(tests: Sequence[PairedTest]) -> str:
     header = ["Other", "n", "Reference Dice (%)", "Other Dice (%)", "ΔDice (pp) [95 % CI]", "t", "p (t-test)",
               "p Holm (t-test)", "W", "p (Wilcoxon)", "p Holm (Wilcoxon)", "Cohen's d_z", "Note"]
@@ -245,7 +270,7 @@ def per_case_csv(path: Path, rows: Sequence[ModelRow], labels, label_names) -> P
 
 
 def report_markdown(folders, folds, rows, table, tests, reference_rule, missing, figures, device, timing,
-                    mirroring, challenge_lines) -> str:
+                    mirroring, challenge_lines, fold_all: Optional[str] = None) -> str:
     lines = [f"# Teach-Former report: {folders.name}", "",
              f"Folds requested: {', '.join(map(str, folds))}. Reference for the paired tests: **{reference_rule}**. "
              f"Dice in %, mean ± sd over folds (nnU-Net's validation summary.json). ΔDice = reference − other, mean "
@@ -253,10 +278,13 @@ def report_markdown(folders, folds, rows, table, tests, reference_rule, missing,
              f"95 % bootstrap CI. p: Holm-corrected over the comparisons of this table (one family per test), "
              f"* corrected p < {SIGNIFICANCE}.", ""]
     if any(r.model.teacher_warnings for r in rows):
-        lines += [f"{UNVERIFIED_MARK} taught (in at least one fold) by a teacher without a provenance record, or "
-                  f"with no record of its teachers: nothing shows that its teachers never trained on this "
-                  f"student's validation cases, so its numbers may be optimistic (see Teachers).", ""]
+        lines += [f"{UNVERIFIED_MARK} taught (in at least one fold) by a teacher without a provenance record of its "
+                  f"own (trained by nnU-Net itself: its cases are derived from splits_final.json, which may have "
+                  f"changed since it trained), or with no record of its teachers: nothing the teacher wrote shows "
+                  f"that it never trained on this student's validation cases (see Teachers).", ""]
     lines += [table, ""] + challenge_lines
+    if fold_all:
+        lines += ["## Fold all (not cross-validated)", "", FOLD_ALL_NOTE, "", fold_all, ""]
     if missing:
         lines += ["## Missing", ""] + [f"- {m}" for m in missing] + [""]
         lines += ["Models with missing folds show no cross-validated Dice: it is never averaged over fewer folds.",
