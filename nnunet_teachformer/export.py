@@ -38,6 +38,7 @@ import torch
 
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.nnunet_paths import model_folder, train_command
+from nnunet_teachformer.optional_imports import optional_import
 
 DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-3
@@ -55,13 +56,8 @@ NORMALIZATION_RECIPES = {
 
 
 def _require_onnx():
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime
-    except ImportError as e:
-        raise TeachFormerError(f"ONNX export needs the packages onnx and onnxruntime ({e}). Install them with "
-                               f"`pip install onnx onnxruntime`.") from None
-    return onnxruntime
+    optional_import("onnx", extra="export", purpose="ONNX export")
+    return optional_import("onnxruntime", extra="export", purpose="ONNX export")
 
 
 def load_for_export(folder: Path, fold: Union[int, str], checkpoint: str = "checkpoint_final.pth",
