@@ -15,6 +15,7 @@ from installed_package import REPO, archive_names, installed_package
 STARTUP_FILES = ("nnunet_teachformer.pth", "nnunet_teachformer.start")
 LOOKUP = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f; "
           "print('MODULE=' + f('{name}').__module__)")
+pytestmark = pytest.mark.slow  # builds sdist and wheel, installs them, runs fresh interpreters
 
 
 def _fresh_python(code, env_update=None, unset=("nnUNet_extTrainer",)):

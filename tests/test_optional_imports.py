@@ -81,6 +81,7 @@ def test_export_onnx_without_the_export_extra(monkeypatch, capsys, tmp_path):
         "teachformer: error: ONNX export needs onnx, which is not installed: pip install 'nnunet-teachformer[export]'")
 
 
+@pytest.mark.slow  # a fresh interpreter imports nnU-Net: ~10 s
 def test_the_cli_and_the_trainers_import_no_package_of_an_extra():
     """nnU-Net's trainer lookup imports every trainer, and `teachformer --help` the CLI: neither may need an extra."""
     code = ("import sys; import nnunet_teachformer.cli, nnunet_teachformer.trainers; "
