@@ -53,15 +53,25 @@ def pytest_runtest_logreport(report):
         terminal.write_line(f"\n[{elapsed / 60:5.1f} min] {report.duration:4.0f} s {report.when} {report.nodeid}")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+# Fixtures that plan and preprocess a dataset or train on it (a minute or more each): the session's phantom and
+# trained models, test_report.py's results tree, test_planner.py's planned phantoms. A test that uses one, itself
+# or through another fixture, is marked slow; so are the modules and tests that run commands end to end (their
+# own pytestmark or mark). `pytest -m "not slow"` runs the rest in a few minutes.
+SLOW_FIXTURES = {"phantom", "trained", "report_tree", "iso", "aniso"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups, and before -m deselects
 def pytest_collection_modifyitems(items):
     """scripts/test runs the suite on two pytest-xdist workers (--dist loadgroup), each with its own session
     fixtures. Every module that uses the session's trained models runs on one worker, and each other module
-    whole on one worker, so that no model, dataset or service (SLURM) of a fixture is built twice."""
+    whole on one worker, so that no model, dataset or service (SLURM) of a fixture is built twice. Also marks
+    the users of SLOW_FIXTURES slow."""
     uses_trained = {item.module.__name__ for item in items if "trained" in item.fixturenames}
     for item in items:
         module = item.module.__name__
         item.add_marker(pytest.mark.xdist_group("trained" if module in uses_trained else module))
+        if SLOW_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
 
 
 DATASET_ID = 990

@@ -14,6 +14,7 @@ KEYS = {
     "train_step.py": ("waste_ratio", "kd_over_student"),
     "inference.py": ("speedup_vs_teachers_min", "speedup_vs_nnunet_default", "memory_ratio_vs_teachers_min"),
 }
+pytestmark = pytest.mark.slow  # each benchmark script converts, plans and trains on a tiny phantom
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,10 @@
 """`teachformer demo --quick`: the whole toy study from an empty work folder, through the real commands."""
+import pytest
 from matplotlib.image import imread
 
 from conftest import console_script, run_cli
+
+pytestmark = pytest.mark.slow  # the whole toy study through the real commands
 
 
 def test_quick_demo_runs_end_to_end(tmp_path, nnunet_dirs):

@@ -59,6 +59,7 @@ def test_shifted_empty_and_missing_predictions(converted, tmp_path):
         evaluate_hecktor21(tmp_path / "predictions", converted[0])
 
 
+@pytest.mark.slow  # two `teachformer evaluate` commands: ~10 s
 def test_cli_prints_the_challenge_figures_and_writes_the_submission_grid(converted, tmp_path):
     predictions, back = _predictions(converted, tmp_path), tmp_path / "original_grid"
     out = run_cli([console_script("teachformer"), "evaluate", "hecktor21", "--predictions", predictions, "--source",

@@ -15,6 +15,7 @@ from installed_package import REPO, archive_names, installed_package
 STARTUP_FILES = ("nnunet_teachformer.pth", "nnunet_teachformer.start")
 LOOKUP = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f; "
           "print('MODULE=' + f('{name}').__module__)")
+pytestmark = pytest.mark.slow  # builds sdist and wheel, installs them, runs fresh interpreters
 
 
 def _fresh_python(code, env_update=None, unset=("nnUNet_extTrainer",)):
@@ -39,7 +40,7 @@ def test_users_own_ext_trainer_folders_are_kept(tmp_path):
             + "; " + LOOKUP.format(name="UNETRTrainer").split("; ", 1)[1])
     result = _fresh_python(code, {"nnUNet_extTrainer": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = [l for l in result.stdout.splitlines() if l.startswith(("EXT=", "MODULE="))]
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("EXT=", "MODULE="))]
     assert lines[0].split("=", 1)[1].split(os.pathsep)[0] == str(tmp_path)  # theirs first, ours appended
     assert lines[1] == "MODULE=my_trainers"
     assert lines[2].startswith("MODULE=nnunet_teachformer.trainers.")

@@ -41,13 +41,17 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
-from picai_prep.preprocessing import PreprocessingSettings, Sample
 
 from nnunet_teachformer.conversion.dataset_writer import atomic_dataset_folder, dataset_folder_name, resolve_raw_root
 from nnunet_teachformer.conversion.validation import (Problems, describe_vectors, enforce_problems, finite_problem,
                                                       label_values_problem, overlap_problem, read_image, zyx_size,
                                                       zyx_spacing)
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.optional_imports import optional_import
+
+_PICAI = dict(extra="picai", purpose="PI-CAI 2022 conversion")
+PreprocessingSettings = optional_import("picai_prep.preprocessing", "PreprocessingSettings", **_PICAI)
+Sample = optional_import("picai_prep.preprocessing", "Sample", **_PICAI)
 
 DATASET_NAME = "PICAI2022"
 SEQUENCES = ("t2w", "adc", "hbv")  # channel order
@@ -82,7 +86,7 @@ class PicaiCase:
 def published_folds() -> Dict[str, int]:
     """<patient_id>_<study_id> -> fold, for the 1500 public cases: picai_baseline's validation splits."""
     with contextlib.redirect_stdout(io.StringIO()):  # picai_baseline prints a banner when imported
-        from picai_baseline.splits.picai import valid_splits
+        valid_splits = optional_import("picai_baseline.splits.picai", "valid_splits", **_PICAI)
     return {case_id: fold for fold, config in valid_splits.items() for case_id in config["subject_list"]}
 
 

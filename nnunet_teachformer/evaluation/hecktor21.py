@@ -25,7 +25,7 @@ from typing import List, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_teachformer.conversion.hecktor21 import HecktorCase, find_cases
+from nnunet_teachformer.conversion.hecktor21 import find_cases
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.evaluation.metrics import hd95_of_masks
 

@@ -40,11 +40,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.optional_imports import optional_import
 
+_PICAI = dict(extra="picai", purpose="PI-CAI 2022 scoring")
 with contextlib.redirect_stdout(io.StringIO()):  # both print a banner on import
-    from picai_eval import Metrics, evaluate
-    from picai_eval.image_utils import read_label, read_prediction
-    from report_guided_annotation import extract_lesion_candidates
+    Metrics = optional_import("picai_eval", "Metrics", **_PICAI)
+    evaluate = optional_import("picai_eval", "evaluate", **_PICAI)
+    read_label = optional_import("picai_eval.image_utils", "read_label", **_PICAI)
+    read_prediction = optional_import("picai_eval.image_utils", "read_prediction", **_PICAI)
+    extract_lesion_candidates = optional_import("report_guided_annotation", "extract_lesion_candidates", **_PICAI)
 
 DETECTION_THRESHOLD = "dynamic"  # picai_baseline/nnunet/eval.py (nnunet_baseline.py's pipeline: "dynamic-fast")
 THRESHOLDS = ("dynamic", "dynamic-fast")

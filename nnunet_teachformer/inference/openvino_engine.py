@@ -13,19 +13,13 @@ import threading
 import torch
 from torch import nn
 
-from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.optional_imports import optional_import
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-INSTALL_HINT = "pip install 'nnunet-teachformer[cpu]' (or pip install openvino)"
 
 
 def _openvino():
-    try:
-        import openvino
-    except ImportError as error:
-        raise TeachFormerError(f"the openvino CPU path needs OpenVINO, which is not installed: {INSTALL_HINT}") \
-            from error
-    return openvino
+    return optional_import("openvino", extra="cpu", purpose="the openvino CPU path", package="OpenVINO")
 
 
 class SplitReductionInstanceNorm(nn.Module):

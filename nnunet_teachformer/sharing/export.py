@@ -38,6 +38,7 @@ import torch
 
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.nnunet_paths import check_folds, model_folder, resolve_dataset, train_command, trained_folds
+from nnunet_teachformer.optional_imports import optional_import
 from nnunet_teachformer.sharing.model_card import NORMALIZATION_RECIPES
 
 DEFAULT_OPSET = 17
@@ -46,13 +47,8 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 
 def _require_onnx():
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime
-    except ImportError as e:
-        raise TeachFormerError(f"ONNX export needs the packages onnx and onnxruntime ({e}). Install them with "
-                               f"`pip install onnx onnxruntime`.") from None
-    return onnxruntime
+    optional_import("onnx", extra="export", purpose="ONNX export")
+    return optional_import("onnxruntime", extra="export", purpose="ONNX export")
 
 
 def load_for_export(folder: Path, fold: Union[int, str], checkpoint: str = "checkpoint_final.pth",
