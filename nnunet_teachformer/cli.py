@@ -210,7 +210,7 @@ def _predict(a):
     from nnunet_teachformer.inference.predict import predict
     predict(a.input, a.output, a.dataset, a.folds, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
             device=a.device, save_probabilities=a.save_probabilities, checkpoint=a.checkpoint, tta=not a.disable_tta,
-            cpu_path=a.cpu_path, postprocessing=not a.no_postprocessing)
+            cpu_path=a.cpu_path, postprocessing=not a.no_postprocessing, overwrite=a.overwrite)
 
 
 def _predict_parser(sub):
@@ -225,6 +225,8 @@ def _predict_parser(sub):
     p.add_argument("--checkpoint", default="checkpoint_final.pth")
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default="cuda")
     p.add_argument("--save-probabilities", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace segmentations already in the output folder (never a raw dataset's images or labels)")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (8x faster)")
     from nnunet_teachformer.inference.cpu_paths import CPU_PATHS
     p.add_argument("--cpu-path", choices=["auto", *CPU_PATHS], default="auto",

@@ -114,6 +114,23 @@ def _truncated_input(w, tmp):
     return {}
 
 
+def _raw_dataset_with_labels(w, tmp):
+    """A raw dataset whose labelsTs holds the ground truth of the case the input folder holds."""
+    _input(PHANTOM_INPUT)(w, tmp)
+    labels = tmp / "Dataset981_X" / "labelsTs"
+    labels.mkdir(parents=True)
+    shutil.copy(Path(w.dirs["nnUNet_raw"], PHANTOM_RAW_NAME, "dataset.json"), labels.parent / "dataset.json")
+    shutil.copy(Path(w.dirs["nnUNet_raw"], PHANTOM_RAW_NAME, "labelsTs", "PHANTOM_010.nii.gz"), labels / "P.nii.gz")
+    return {}
+
+
+def _earlier_prediction(w, tmp):
+    _input(PHANTOM_INPUT)(w, tmp)
+    (tmp / "out").mkdir()
+    (tmp / "out" / "P.nii.gz").write_bytes(b"a segmentation the user keeps")
+    return {}
+
+
 def _user_output_folder(w, tmp):
     (tmp / "in").mkdir()
     (tmp / "out").mkdir()
@@ -217,6 +234,11 @@ ROWS = [
         _file_at("out"), PRIVATE),
     Row("predict: output is the input", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/in"], ["is the input folder"],
         _input(PHANTOM_INPUT), PRIVATE),
+    Row("predict: into a raw dataset's labelsTs", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/Dataset981_X/labelsTs"],
+        ["labelsTs folder of the raw dataset", "Dataset981_X/predictions"],
+        _raw_dataset_with_labels, PRIVATE),
+    Row("predict: segmentation already in the output", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
+        ["already holds 1 file(s)", "P.nii.gz", "--overwrite"], _earlier_prediction, PRIVATE),
     Row("predict: corrupt checkpoint", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
         ["cannot load the checkpoint", "fold_0/checkpoint_final.pth",
          f"nnUNetv2_train 990 3d_fullres 0 -p TeachFormerPlans -tr {TRAINER}"],
@@ -321,6 +343,9 @@ def test_valid_input_predicts_every_case_and_keeps_the_users_files(world, tmp_pa
     (out / "notes.txt").write_text("mine")
     run_cli([console_script("teachformer"), *map(str, PREDICT), "-i", tmp_path / "in", "-o", out])
     assert (out / "P.nii.gz").is_file() and (out / "notes.txt").read_text() == "mine"
+    (out / "P.nii.gz").write_bytes(b"stale")  # the user asks explicitly to replace an earlier segmentation
+    run_cli([console_script("teachformer"), *map(str, PREDICT), "-i", tmp_path / "in", "-o", out, "--overwrite"])
+    assert (out / "notes.txt").read_text() == "mine"
     prediction = sitk.ReadImage(str(out / "P.nii.gz"))
     assert prediction.GetSize() == sitk.ReadImage(str(tmp_path / "in" / "P_0000.nii.gz")).GetSize()
 

@@ -85,6 +85,31 @@ def check_prediction_input(folder: Path, dataset_json: dict) -> List[str]:
     return sorted(cases)
 
 
+RAW_DATA_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")  # a raw dataset's own files
+PREDICTION_RECORD = "predict_from_raw_data_args.json"  # nnU-Net writes it into every prediction folder
+
+
+def check_output_folder(output: Path, cases: Sequence[str], dataset_json: dict, save_probabilities: bool,
+                        overwrite: bool) -> None:
+    """Refuses an output folder where the prediction would replace what the user has: never a raw dataset's image
+    or label folder, and no existing file of the same names (segmentations, probabilities, a dataset.json that
+    is not nnU-Net's copy in an earlier prediction folder) unless ``overwrite``."""
+    if output.name in RAW_DATA_FOLDERS and (output.parent / "dataset.json").is_file():
+        raise TeachFormerError(f"output folder {output} is the {output.name} folder of the raw dataset "
+                               f"{output.parent}: the predictions would overwrite or mix with the dataset's own images "
+                               f"and labels. Give a folder of its own, e.g. -o {output.parent / 'predictions'}.")
+    if overwrite or not output.is_dir():
+        return
+    endings = [dataset_json["file_ending"]] + ([".npz", ".pkl"] if save_probabilities else [])
+    clashes = [output / (c + e) for c in cases for e in endings if (output / (c + e)).exists()]
+    if (output / "dataset.json").is_file() and not (output / PREDICTION_RECORD).is_file():
+        clashes.append(output / "dataset.json")
+    if clashes:
+        raise TeachFormerError(f"output folder {output} already holds {len(clashes)} file(s) this prediction would "
+                               f"write ({', '.join(p.name for p in clashes[:3])}{', ...' if len(clashes) > 3 else ''}); "
+                               f"nothing was changed. Give another folder, or pass --overwrite to replace them.")
+
+
 def _undo_output(output: Path, existed_before: set) -> None:
     """Removes what a failed prediction added to ``output`` (the whole folder if the run created it)."""
     import shutil
@@ -122,7 +147,8 @@ def _postprocess(output: Path, cases: Sequence[str], dataset_json: dict, model: 
 def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[Fold], trainer: str = "TeachFormerTrainer",
             plans: str = "TeachFormerPlans", configuration: str = "3d_fullres", device: str = "cuda",
             save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth", tta: bool = True,
-            processes: Optional[int] = None, cpu_path: str = "auto", postprocessing: bool = True) -> None:
+            processes: Optional[int] = None, cpu_path: str = "auto", postprocessing: bool = True,
+            overwrite: bool = False) -> None:
     """Predicts with ``trainer``'s ensemble of ``folds`` after checking the checkpoints and the input folder against
     the model: ``nnUNetv2_predict`` on a GPU; on the CPU nnU-Net's predictor in this process along ``cpu_path``
     (``cpu_inference``: ``auto`` takes the fastest path that gives nnU-Net's logits, and says which). Then, with
@@ -131,7 +157,7 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
     would apply it.
     ``processes`` sets the pre- and post-processing workers (-npp/-nps; nnU-Net's default is 3 each). A refused
     or failed prediction leaves no output behind: the output folder is removed if this call created it, else only
-    what it added."""
+    what it added; files already there are never replaced unless ``overwrite`` (``check_output_folder``)."""
     import json
 
     import torch
@@ -170,6 +196,7 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
         raise TeachFormerError(f"--device {device}: no {device.upper()} device is visible to PyTorch "
                                f"{torch.__version__} here. Pass --device cpu (slower), or run on a machine with one.")
     existed_before = {p.name for p in output.iterdir()} if output.is_dir() else None
+    check_output_folder(output, cases, dataset_json, save_probabilities, overwrite)
     what, code = ("nnU-Net's prediction" if device == "cpu" else "nnUNetv2_predict"), 0
     pp_file = postprocessing_file(model, folds) if postprocessing else None
     try:
