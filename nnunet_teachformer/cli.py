@@ -136,7 +136,7 @@ def _distill(a):
     from nnunet_teachformer.nnunet_paths import sort_folds
     from nnunet_teachformer.study.distill import plan_distillation, predict_command
     from nnunet_teachformer.study.run import run_study
-    runs = plan_distillation(a.dataset, a.teachers, a.folds, plans=a.plans, configuration=a.configuration,
+    runs, plans = plan_distillation(a.dataset, a.teachers, a.folds, plans=a.plans, configuration=a.configuration,
                              checkpoint=a.checkpoint, student=a.student, preset=a.preset, baseline=a.baseline,
                              device=a.device)
     if _dry_run_or_submit(a, runs):
@@ -146,7 +146,6 @@ def _distill(a):
     cross_validated = any(f != "all" for f in folds)  # the paired tests need numbered folds
     _print_report(a.dataset, folds, reference=runs[-1].trainer if cross_validated else None,
                   device="cuda" if a.device == "cuda" else "cpu", timing=not a.no_timing, mirroring=True)
-    plans = runs[0].command[runs[0].command.index("-p") + 1]
     print(f"\nPredict with the distilled student:\n    {predict_command(a.dataset, runs, plans, a.configuration)}"
           f" --device {a.device}")
 

@@ -37,13 +37,19 @@ def model_identifier(trainer: str, plans: str, configuration: str) -> str:
     return convert_trainer_plans_config_to_identifier(trainer, plans, configuration)
 
 
-def model_folder(dataset_name: str, trainer: str, plans: str, configuration: str,
-                 fold: Optional[Union[int, str]] = None) -> Path:
-    """``$nnUNet_results/<Dataset>/<Trainer>__<Plans>__<Configuration>[/fold_<f>]``."""
+def results_folder(dataset_name: str) -> Path:
+    """``$nnUNet_results/<Dataset>``, where the dataset's models live."""
     from nnunetv2.paths import nnUNet_results
     if not nnUNet_results.is_set():
         raise TeachFormerError("nnUNet_results is not set: it must point at the folder that holds the trained models, "
                                "e.g. export nnUNet_results=/data/nnUNet_results.")
+    return Path(nnUNet_results, dataset_name)
+
+
+def model_folder(dataset_name: str, trainer: str, plans: str, configuration: str,
+                 fold: Optional[Union[int, str]] = None) -> Path:
+    """``$nnUNet_results/<Dataset>/<Trainer>__<Plans>__<Configuration>[/fold_<f>]``."""
+    results_folder(dataset_name)  # says what to do when nnUNet_results is not set
     return Path(get_output_folder(dataset_name, trainer, plans, configuration, fold))
 
 

@@ -10,21 +10,20 @@ a teacher's folder; a student fold that was distilled from another teacher set i
 counted as done. Then the report sets the students beside their teachers, and the predict command is
 printed.
 """
-from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from nnunet_teachformer import roster
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.distillation.provenance import recorded_teachers
-from nnunet_teachformer.nnunet_paths import check_folds, model_folder, resolve_dataset, sort_folds, train_command
+from nnunet_teachformer.nnunet_paths import (check_folds, model_folder, resolve_dataset, results_folder, sort_folds,
+                                             train_command, trained_folds)
 from nnunet_teachformer.study.run import ModelRun
 
 
 def find_plans(dataset_name: str, teachers: Sequence[str], configuration: str) -> str:
     """The plans the teachers were trained with: the one ``<Teacher>__<Plans>__<Configuration>`` that all of
     them have in the results tree."""
-    from nnunetv2.paths import nnUNet_results
-    root = Path(nnUNet_results or "", dataset_name)
+    root = results_folder(dataset_name)
     found = [{p.name.split("__")[1] for p in root.glob(f"{t}__*__{configuration}") if p.is_dir()} for t in teachers]
     common = sorted(set.intersection(*found)) if found else []
     if len(common) == 1:
@@ -41,21 +40,19 @@ def find_plans(dataset_name: str, teachers: Sequence[str], configuration: str) -
 
 def _trained_folds(dataset_name: str, teachers: Sequence[str], plans: str, configuration: str,
                    checkpoint: str) -> List:
-    per_teacher = []
-    for t in teachers:
-        folder = model_folder(dataset_name, t, plans, configuration)
-        per_teacher.append({p.parent.name[len("fold_"):] for p in folder.glob(f"fold_*/{checkpoint}")})
-    common = set.intersection(*per_teacher) if per_teacher else set()
+    """The folds every teacher has ``checkpoint`` for."""
+    common = set.intersection(*(set(trained_folds(model_folder(dataset_name, t, plans, configuration), checkpoint))
+                                for t in teachers))
     return sort_folds(int(f) if f.isdigit() else f for f in common)
 
 
 def plan_distillation(dataset, teachers: Sequence[str], folds: Optional[Sequence] = None,
                       plans: Optional[str] = None, configuration: str = "3d_fullres",
                       checkpoint: str = "checkpoint_final.pth", student: str = "hdenseformer_light",
-                      preset: str = "full", baseline: bool = False, device: str = "cuda") -> List[ModelRun]:
+                      preset: str = "full", baseline: bool = False, device: str = "cuda") -> Tuple[List[ModelRun], str]:
     """The ``nnUNetv2_train`` runs that distil ``student`` from the trained ``teachers`` on ``folds`` (default:
-    every fold all teachers have ``checkpoint`` for). Refuses, before anything runs, a missing teacher fold and a
-    student fold that another teacher set has started."""
+    every fold all teachers have ``checkpoint`` for), and the plans they train with (the teachers'). Refuses,
+    before anything runs, a missing teacher fold and a student fold that another teacher set has started."""
     from nnunet_teachformer.planners.plan import check_preprocessed
 
     dataset_id, dataset_name = resolve_dataset(dataset, need_raw=False)
@@ -99,7 +96,7 @@ def plan_distillation(dataset, teachers: Sequence[str], folds: Optional[Sequence
             f"{distilled_trainer} already holds folds taught by another teacher set:\n" + "\n".join(clashes) +
             f"\nThis run asks for {', '.join(f'{t}:{c}' for t, c in wanted)}. Nothing was changed: move those fold "
             f"folders away (or distil into another student with --student) to distil them again.")
-    return runs
+    return runs, plans
 
 
 def predict_command(dataset_id, runs: Sequence[ModelRun], plans: str, configuration: str) -> str:
