@@ -2,7 +2,8 @@
 """The ``teachformer`` command: one subcommand per step of a Teach-Former study.
 
 Heavy imports (torch, nnU-Net, MONAI) happen inside the subcommands, so ``teachformer --help`` is fast.
-A ``TeachFormerError`` is printed as one paragraph and exits with status 2. Every flag that mirrors one of
+A ``TeachFormerError`` or an ``OSError`` is printed as one paragraph and exits with status 2, Ctrl-C as one line
+with status 130. Every flag that mirrors one of
 nnU-Net's commands also takes nnU-Net's spelling (``NNUNET_SPELLINGS``), hidden from the help.
 """
 import argparse
@@ -462,6 +463,15 @@ def main(argv=None) -> int:
         args.func(args)
     except TeachFormerError as e:
         print(f"teachformer: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"teachformer {args.command}: interrupted; nothing half-written is kept (a started training resumes): "
+              f"run the same command again to finish.", file=sys.stderr)
+        return 130
+    except OSError as e:  # a folder that is read-only, full or gone: the file and the reason, not a traceback
+        print(f"teachformer: error: cannot write or read {e.filename or 'a file'}: {e.strerror or e}. Make the folder "
+              f"writable (or free space, or point the command elsewhere) and run the same command again.",
+              file=sys.stderr)
         return 2
     return 0
 

@@ -10,7 +10,7 @@ point (an exception escaping it fails the row, as a traceback would); rows namin
 Predict and export use a model fabricated in nnU-Net's checkpoint format (HDenseFormerLightTrainer_tiny,
 initialised, not trained) in a private nnUNet_results: every row is refused before its weights matter, and
 ``test_valid_input_predicts_every_case`` shows the checks let the phantom's own held-out cases through.
-Destructive rows use copies of the phantom (ids 980-987); dataset 990 is never changed.
+Destructive rows use copies of the phantom (ids 978-989); dataset 990 is never changed.
 """
 import gzip
 import json
@@ -31,6 +31,7 @@ from conftest import CONFIG, DATASET_ID, DATASET_NAME, TEACHFORMER_PLANS, consol
 TRAINER = "HDenseFormerLightTrainer_tiny"
 PHANTOM_RAW_NAME = DATASET_NAME  # Dataset990_TeachFormerPhantom
 STALE_ID = 980
+INTERRUPTED_ID = 979  # a preprocessing stopped half-way
 
 
 def _copy_phantom(dirs, dataset_id: int, preprocessed: bool = False) -> Path:
@@ -111,6 +112,16 @@ def _shifted_pet(w, tmp):
 def _truncated_input(w, tmp):
     _input({"P_0000.nii.gz": "PHANTOM_010_0000.nii.gz", "P_0001.nii.gz": "PHANTOM_010_0001.nii.gz"})(w, tmp)
     _truncate(tmp / "in" / "P_0001.nii.gz", keep=2000)
+    return {}
+
+
+def _interrupted_preprocessing(w, dataset_id):
+    """A copy of the phantom whose preprocessing stopped before PHANTOM_003 was written."""
+    _copy_phantom(w.dirs, dataset_id, preprocessed=True)
+    base = Path(w.dirs["nnUNet_preprocessed"], f"Dataset{dataset_id}_TeachFormerPhantom")
+    plans = json.loads((base / f"{TEACHFORMER_PLANS}.json").read_text())
+    for path in (base / plans["configurations"][CONFIG]["data_identifier"]).glob("PHANTOM_003*"):
+        path.unlink()
     return {}
 
 
@@ -204,6 +215,13 @@ ROWS = [
     # train
     Row("train: stale preprocessed data", ["train", "-d", STALE_ID, "-f", 0, "--preset", "tiny", "--dry-run"],
         ["is stale", "PHANTOM_000 changed", f"teachformer plan -d {STALE_ID} -c 3d_fullres"]),
+    Row("nnUNetv2_train: configuration never preprocessed",
+        ["nnUNetv2_train", DATASET_ID, "2d", 0, "-p", TEACHFORMER_PLANS, "-tr", "TeachFormerTrainer_tiny", "-device",
+         "cpu"], ["has not been preprocessed for TeachFormerPlans 2d", "teachformer plan -d 990 -c 2d"], env=PRIVATE),
+    Row("nnUNetv2_train: interrupted preprocessing",
+        ["nnUNetv2_train", INTERRUPTED_ID, CONFIG, 0, "-p", TEACHFORMER_PLANS, "-tr", TRAINER, "-device", "cpu"],
+        ["is incomplete", "PHANTOM_003", f"teachformer plan -d {INTERRUPTED_ID} -c 3d_fullres"],
+        lambda w, tmp: _interrupted_preprocessing(w, INTERRUPTED_ID), PRIVATE),
     Row("nnUNetv2_train: stale preprocessed data",
         ["nnUNetv2_train", STALE_ID, CONFIG, 0, "-p", TEACHFORMER_PLANS, "-tr", TRAINER, "-device", "cpu"],
         ["is stale", "PHANTOM_000 changed", f"teachformer plan -d {STALE_ID} -c 3d_fullres"], env=PRIVATE),
@@ -348,6 +366,15 @@ def test_valid_input_predicts_every_case_and_keeps_the_users_files(world, tmp_pa
     assert (out / "notes.txt").read_text() == "mine"
     prediction = sitk.ReadImage(str(out / "P.nii.gz"))
     assert prediction.GetSize() == sitk.ReadImage(str(tmp_path / "in" / "P_0000.nii.gz")).GetSize()
+
+
+def test_the_command_that_completes_an_interrupted_preprocessing_works(world):
+    from nnunet_teachformer.planners.plan import check_preprocessed
+    _interrupted_preprocessing(world, 978)
+    with pytest.raises(Exception, match="teachformer plan -d 978 -c 3d_fullres"):
+        check_preprocessed(978, TEACHFORMER_PLANS, CONFIG)
+    run_cli([console_script("teachformer"), "plan", "-d", 978, "-c", CONFIG, "-np", 1])
+    check_preprocessed(978, TEACHFORMER_PLANS, CONFIG)  # complete now: a trainer starts
 
 
 def test_plan_redoes_what_a_reconversion_changed(world, capfd):

@@ -68,3 +68,17 @@ def test_main_paths_on_the_trained_models(trained):
 
     env = run_cli([console_script("teachformer"), "env"])
     assert env.stdout.startswith("export nnUNet_extTrainer=")
+
+
+@pytest.mark.parametrize("raised, code, expected", [
+    (KeyboardInterrupt(), 130, "teachformer env: interrupted; nothing half-written is kept"),
+    (PermissionError(13, "Permission denied", "/results/Dataset990/slurm"), 2,
+     "teachformer: error: cannot write or read /results/Dataset990/slurm: Permission denied."),
+])
+def test_ctrl_c_and_os_errors_end_in_one_line(raised, code, expected, monkeypatch, capsys):
+    def fail(environ):
+        raise raised
+    monkeypatch.setattr("nnunet_teachformer.nnunet_ext.register_ext_trainer_dir", fail)
+    assert main(["env"]) == code
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1 and "Traceback" not in err

@@ -8,8 +8,9 @@ trained and selected under one protocol:
   ``validation_mirroring``: whether nnU-Net's final validation averages over mirrored inputs), so variants
   are two-line subclasses;
 * a patch every network takes on plans our planner did not make (``patch_adaptation``), said in the log;
-* no training on stale data: preprocessed data whose raw cases changed since ``teachformer plan`` recorded
-  them is refused before anything is written (``planners.freshness``);
+* no training on missing, incomplete or stale data: a configuration that was never preprocessed, an interrupted
+  preprocessing, or preprocessed data whose raw cases changed since ``teachformer plan`` recorded them is refused
+  before anything is written, with the command that completes it (``planners.plan.check_preprocessed``);
 * model selection without the fold's validation cases: with early stopping (``early_stopping_patience``,
   the paper's 40 epochs) an inner hold-out drawn from the fold's *training* cases (seeded by the fold,
   ``inner_holdout_fraction`` of them, at least ``inner_holdout_min_cases``) gives the EMA pseudo-Dice that
@@ -33,7 +34,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.taps import unwrap_network
-from nnunet_teachformer.planners.freshness import check_preprocessed_is_current
+from nnunet_teachformer.planners.plan import check_preprocessed
 from nnunet_teachformer.distillation.provenance import input_fingerprint, write_record
 from nnunet_teachformer.trainers.patch_adaptation import adapt_plans
 
@@ -56,8 +57,9 @@ class StudyProtocol:
         plans, self.patch_adaptation = adapt_plans(plans, configuration)
         plans_manager = PlansManager(plans)
         if configuration in plans_manager.available_configurations:  # nnU-Net itself reports unknown ones
-            check_preprocessed_is_current(plans_manager.dataset_name,
-                                          plans_manager.get_configuration(configuration).data_identifier, configuration)
+            # complete and current, before nnU-Net creates the model folder: a configuration never preprocessed,
+            # an interrupted preprocessing or raw data changed since all stop here with the command that fixes them
+            check_preprocessed(plans_manager.dataset_name, plans_manager.plans_name, configuration)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = self.epochs
         self.num_iterations_per_epoch = self.iterations_per_epoch
