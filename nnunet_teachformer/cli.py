@@ -138,8 +138,8 @@ def _distill(a):
     from nnunet_teachformer.study.distill import plan_distillation, predict_command
     from nnunet_teachformer.study.run import run_study
     runs, plans = plan_distillation(a.dataset, a.teachers, a.folds, plans=a.plans, configuration=a.configuration,
-                             checkpoint=a.checkpoint, student=a.student, preset=a.preset, baseline=a.baseline,
-                             device=a.device)
+                                    checkpoint=a.checkpoint, student=a.student, preset=a.preset,
+                                    baseline=a.baseline, device=a.device)
     if _dry_run_or_submit(a, runs):
         return
     run_study(runs)
