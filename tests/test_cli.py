@@ -60,11 +60,18 @@ def test_main_paths_on_the_trained_models(trained):
     assert any(f" {CONFIG} all " in line and "-tr TeachFormerTrainer_tiny" in line and not line.startswith("#")
                for line in lines)
 
-    distill = run_cli([console_script("teachformer"), "distill", "-d", DATASET_ID, "--from", "UNetTrainer_tiny",
-                       "--baseline", "--preset", "tiny", "-device", "cpu", "--dry-run"])
-    assert f"-p {TEACHFORMER_PLANS}" in distill.stdout  # found from the teacher's folders
-    assert "TEACHFORMER_TEACHERS=UNetTrainer_tiny:checkpoint_final.pth" in distill.stdout
-    assert "-tr HDenseFormerLightTrainer_tiny" in distill.stdout  # --baseline
+    paper = ["HDenseFormerTrainer_tiny", "SwinUNETRTrainer_tiny", "UNETRTrainer_tiny"]  # fold 0's student's set
+    distill = run_cli([console_script("teachformer"), "distill", "-d", DATASET_ID, "--from", *paper, "--baseline",
+                       "--preset", "tiny", "-device", "cpu", "--dry-run"])
+    lines = distill.stdout.splitlines()
+    assert [line.startswith("# done: ") for line in lines] == [True, True]  # baseline and student of fold 0
+    assert f"-p {TEACHFORMER_PLANS}" in lines[1]  # the plans, found from the teachers' folders
+    assert "TEACHFORMER_TEACHERS=" + ",".join(f"{t}:checkpoint_final.pth" for t in paper) in lines[1]
+
+    other_set = run_cli([console_script("teachformer"), "distill", "-d", DATASET_ID, "--from", "UNetTrainer_tiny",
+                         "--preset", "tiny", "-device", "cpu", "--dry-run"], check=False)
+    assert other_set.returncode == 2 and "already holds folds taught by another teacher set" in other_set.stderr
+    assert "fold_0 was distilled from HDenseFormerTrainer_tiny:checkpoint_final.pth" in other_set.stderr
 
     env = run_cli([console_script("teachformer"), "env"])
     assert env.stdout.startswith("export nnUNet_extTrainer=")
