@@ -10,7 +10,7 @@ point (an exception escaping it fails the row, as a traceback would); rows namin
 Predict and export use a model fabricated in nnU-Net's checkpoint format (HDenseFormerLightTrainer_tiny,
 initialised, not trained) in a private nnUNet_results: every row is refused before its weights matter, and
 ``test_valid_input_predicts_every_case`` shows the checks let the phantom's own held-out cases through.
-Destructive rows use copies of the phantom (ids 980-987); dataset 990 is never changed.
+Destructive rows use copies of the phantom (ids 975-978, 980-989); dataset 990 is never changed.
 """
 import gzip
 import json
@@ -84,6 +84,25 @@ def _relabel(path: Path, value: int):
     image = sitk.ReadImage(str(path))
     array = sitk.GetArrayFromImage(image)
     array[array == 2] = value
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(path), useCompression=True)
+
+
+def _edit_header(path: Path, **geometry):
+    """Rewrites the image at ``path`` with new geometry (origin=, spacing=, direction=), its voxels unchanged."""
+    image = sitk.ReadImage(str(path))
+    for key, value in geometry.items():
+        getattr(image, "Set" + key.capitalize())(value)
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def _poison(path: Path):
+    """NaN and infinite voxels in the image at ``path`` (SimpleITK and so nnU-Net read them as 0)."""
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    array[0, 0, :2] = np.nan
+    array[0, 1, 0] = np.inf
     out = sitk.GetImageFromArray(array)
     out.CopyInformation(image)
     sitk.WriteImage(out, str(path), useCompression=True)
@@ -197,6 +216,22 @@ ROWS = [
     Row("plan: label value not in dataset.json", ["plan", "-d", 983, "-np", 1],
         ["PHANTOM_002: label has unknown values 7", "labelsTr/PHANTOM_002.nii.gz", "Fix or remove these cases"],
         _phantom_variant(983, lambda raw: _relabel(raw / "labelsTr" / "PHANTOM_002.nii.gz", 7))),
+    Row("plan: label 30 mm off its image", ["plan", "-d", 975, "-np", 1],
+        ["PHANTOM_005", "labelsTr/PHANTOM_005.nii.gz is not on the voxel grid of PHANTOM_005_0000.nii.gz",
+         "origin (30, 0, 0) vs (0, 0, 0) mm", "resample it onto that grid", "Nothing was planned"],
+        _phantom_variant(975, lambda raw: _edit_header(raw / "labelsTr" / "PHANTOM_005.nii.gz", origin=(30, 0, 0)))),
+    Row("plan: label direction flipped", ["plan", "-d", 976, "-np", 1],
+        ["PHANTOM_006", "labelsTr/PHANTOM_006.nii.gz is not on the voxel grid", "direction (-1, 0, 0,"],
+        _phantom_variant(976, lambda raw: _edit_header(raw / "labelsTr" / "PHANTOM_006.nii.gz",
+                                                       direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1)))),
+    Row("plan: PET of another spacing (was 'failed: .')", ["plan", "-d", 977, "-np", 1],
+        ["PHANTOM_007", "imagesTr/PHANTOM_007_0001.nii.gz is not on the voxel grid of PHANTOM_007_0000.nii.gz",
+         "spacing (2, 2, 2) vs (1, 1, 1) mm"],
+        _phantom_variant(977, lambda raw: _edit_header(raw / "imagesTr" / "PHANTOM_007_0001.nii.gz",
+                                                       spacing=(2.0, 2.0, 2.0)))),
+    Row("plan: NaN and inf in an image", ["plan", "-d", 978, "-np", 1],
+        ["PHANTOM_008", "PHANTOM_008_0001.nii.gz has 3 NaN or infinite voxels", "replace them with a real value"],
+        _phantom_variant(978, lambda raw: _poison(raw / "imagesTr" / "PHANTOM_008_0001.nii.gz"))),
     Row("plan: label file missing", ["plan", "-d", 986, "-np", 1], ["PHANTOM_004", "labelsTr", "Fix or remove"],
         _phantom_variant(986, lambda raw: (raw / "labelsTr" / "PHANTOM_004.nii.gz").unlink())),
     Row("plan: dataset.json not JSON", ["plan", "-d", 987], ["dataset.json is not valid JSON", "re-convert"],

@@ -79,6 +79,35 @@ def overlap_problem(name: str, image: sitk.Image, reference_name: str, reference
             f"{reference_name}: {format_box(ref_box)}); check the file's origin and direction"]
 
 
+ORIGIN_TOLERANCE_VOXELS = 0.1
+DIRECTION_TOLERANCE = 1e-3  # direction cosines; about 0.06 degrees
+
+
+def _xyz(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in np.round(values, 3)) + ")"
+
+
+def grid_problem(name: str, image: sitk.Image, reference_name: str, reference: sitk.Image) -> List[str]:
+    """A reason when ``image`` is not on ``reference``'s voxel grid. nnU-Net pairs the voxels of a case's files
+    by index, so any difference misplaces every voxel. Size and spacing are compared as strictly as nnU-Net
+    compares them (it refuses a difference without naming the file); origin and direction, which it only warns
+    about, within a tenth of a voxel and 1e-3 (rounding in the files' headers). Sizes etc. in (x, y, z) order."""
+    differences = []
+    if image.GetSize() != reference.GetSize():
+        differences.append(f"size {_xyz(image.GetSize())} vs {_xyz(reference.GetSize())} voxels")
+    if image.GetDimension() == reference.GetDimension():
+        if not np.allclose(image.GetSpacing(), reference.GetSpacing()):
+            differences.append(f"spacing {_xyz(image.GetSpacing())} vs {_xyz(reference.GetSpacing())} mm")
+        offset = reference.TransformPhysicalPointToContinuousIndex(image.GetOrigin())
+        if np.abs(offset).max() > ORIGIN_TOLERANCE_VOXELS:
+            differences.append(f"origin {_xyz(image.GetOrigin())} vs {_xyz(reference.GetOrigin())} mm")
+        if not np.allclose(image.GetDirection(), reference.GetDirection(), rtol=0, atol=DIRECTION_TOLERANCE):
+            differences.append(f"direction {_xyz(image.GetDirection())} vs {_xyz(reference.GetDirection())}")
+    if not differences:
+        return []
+    return [f"{name} is not on the voxel grid of {reference_name}: {', '.join(differences)}"]
+
+
 def finite_problem(name: str, image: sitk.Image, path: Path) -> List[str]:
     """A reason when a floating-point image (read from ``path``) holds NaN or infinite values."""
     array = sitk.GetArrayViewFromImage(image)
