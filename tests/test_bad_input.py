@@ -172,6 +172,46 @@ def _folder(name):
     return setup
 
 
+def _hecktor_archive(train, bad=()):
+    """A fabricated HECKTOR 2021 training folder at {tmp}/src/hecktor2021_train (see test_conversion_hecktor21)."""
+    def setup(w, tmp):
+        from test_conversion_hecktor21 import make_archive
+        make_archive(tmp / "src", train=train, bad=bad)
+        return {}
+    return setup
+
+
+def _hecktor_prediction_without_header(w, tmp):
+    """Converted cases and their labels as predictions, one saved from its array alone (origin 0, the header lost)."""
+    from test_conversion_hecktor21 import GOOD_TRAIN, convert, make_archive
+    dataset = convert(make_archive(tmp / "src", train=GOOD_TRAIN[:2]), tmp / "raw")
+    (tmp / "pred").mkdir()
+    for case in GOOD_TRAIN[:2]:
+        label = sitk.ReadImage(str(dataset / "labelsTr" / f"{case}.nii.gz"))
+        if case == GOOD_TRAIN[0]:
+            label = sitk.GetImageFromArray(sitk.GetArrayFromImage(label))
+        sitk.WriteImage(label, str(tmp / "pred" / f"{case}.nii.gz"))
+    return {}
+
+
+def _picai_graded_labels(w, tmp):
+    """Two PI-CAI cases whose labels hold ISUP grades (3) instead of 1, with fitting probabilities."""
+    from test_evaluation_picai import LESION, SHAPE, _box, _write_label, _write_probabilities
+    for i, case in enumerate(("10000_11000", "10001_11001")):
+        lesion = _box((2 * i, 4, 4), LESION)
+        _write_label(tmp / "labels", case, lesion.astype(np.uint8) * (1 if i == 0 else 3))
+        _write_probabilities(tmp / "npz", case, np.where(lesion, 0.9, 0.01) + np.zeros(SHAPE))
+    return {}
+
+
+def _picai_archive(cases):
+    def setup(w, tmp):
+        from test_conversion_picai22 import make_archive
+        make_archive(tmp / "src", cases)
+        return {}
+    return setup
+
+
 @dataclass
 class Row:
     name: str
@@ -198,6 +238,30 @@ ROWS = [
         ["hecktor"]),
     Row("convert: picai22 folders missing", ["convert", "picai22", "{tmp}/images", "{tmp}/labels", "--dataset-id", 985],
         ["images"]),
+    Row("convert hecktor21 --skip-bad: 4 training cases left",
+        ["convert", "hecktor21", "{tmp}/src/hecktor2021_train", "--dataset-id", 979, "--crop", 24, "--skip-bad"],
+        ["--skip-bad would leave 4 HECKTOR 2021 training case(s)", "fewer than the 5", "nothing was written",
+         "Skipped 2 of 6", "CHMR002: missing PET", "CHUP002: PET has", "Fix the skipped cases"],
+        _hecktor_archive(["CHGJ001", "CHGJ002", "CHMR001", "CHUM001"], bad=["CHMR002", "CHUP002"])),
+    Row("convert picai22 --skip-bad: 4 cases left",
+        ["convert", "picai22", "{tmp}/src/picai_public_images", "{tmp}/src/picai_labels", "--dataset-id", 979,
+         "--skip-bad"],
+        ["--skip-bad would leave 4 PI-CAI training case(s)", "fewer than the 5", "Skipped 1 of 5",
+         "10010_1000010: missing ADC"],
+        _picai_archive({"10000_1000000": (0, "pos", None), "10000_1000001": (0, "neg", None),
+                        "10001_1000002": (1, "pos", None), "10002_1000003": (2, "neg", None),
+                        "10010_1000010": (1, "pos", "no_adc")})),
+    # evaluate
+    Row("evaluate hecktor21: prediction off the crop grid",
+        ["evaluate", "hecktor21", "--predictions", "{tmp}/pred", "--source", "{tmp}/src/hecktor2021_train"],
+        ["1 of 2 predictions cannot be scored", "pred/CHGJ001.nii.gz: its grid is 24 x 24 x 24 voxels of 1 x 1 x 1 mm "
+         "from origin (0, 0, 0) mm, not the converted 1 mm crop grid of this case, 24 x 24 x 24 voxels of 1 x 1 x 1 mm "
+         "from origin (-4, -14, -11) mm", "copy the header of imagesTr/CHGJ001_0000.nii.gz"],
+        _hecktor_prediction_without_header),
+    Row("evaluate picai22: labels not 0/1", ["evaluate", "picai22", "--predictions", "{tmp}/npz", "--labels",
+                                             "{tmp}/labels"],
+        ["1 of 2 cases cannot be scored", "10001_11001: ", "labels/10001_11001.nii.gz holds the label values 0, 3",
+         "not 0 and 1", "set every lesion voxel to 1"], _picai_graded_labels),
     # plan
     Row("plan: five-digit id", ["plan", "-d", 12345], ["-d 12345", "1..999", "three-digit"]),
     Row("plan: unknown id", ["plan", "-d", 974], ["Unknown dataset id 974", "teachformer convert synthetic"]),
@@ -416,3 +480,72 @@ def test_plan_redoes_what_a_reconversion_changed(world, capfd):
     again = teachformer("plan", "-d", dataset_id, "-np", 1)
     assert "already preprocessed" in again and "raw data" not in again
     teachformer("train", "-d", dataset_id, "-f", 0, "--preset", "tiny", "--dry-run")
+
+
+def _interrupted_convert(raw: Path, *extra) -> None:
+    """`teachformer convert synthetic` through cli.main, stopped by Ctrl-C (KeyboardInterrupt) wherever the
+    caller's monkeypatch raises it; cli.main may turn it into its own message and status, or let it escape."""
+    from nnunet_teachformer.cli import main
+    try:
+        code = main(["convert", "synthetic", "--dataset-id", "970", "--cases", "5", "--size", "16", "--out", str(raw),
+                     *extra])
+    except KeyboardInterrupt:
+        return
+    assert code not in (0, None), "the conversion was not interrupted"
+
+
+@pytest.mark.parametrize("replacing", [False, True], ids=["new dataset", "--overwrite"])
+def test_ctrl_c_while_converting_leaves_the_raw_folder_as_it_was(replacing, tmp_path, monkeypatch):
+    from nnunet_teachformer.cli import main
+    from nnunet_teachformer.conversion import synthetic
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    if replacing:
+        assert main(["convert", "synthetic", "--dataset-id", "970", "--cases", "5", "--size", "16", "--out",
+                     str(raw)]) == 0
+    before = _snapshot(raw)
+    real, calls = synthetic.write_case, []
+
+    def ctrl_c_at_the_third_case(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(synthetic, "write_case", ctrl_c_at_the_third_case)
+    _interrupted_convert(raw, "--seed", "1", *(["--overwrite"] if replacing else []))
+    assert len(calls) == 3 and _snapshot(raw) == before
+
+
+def test_ctrl_c_while_swapping_in_the_new_dataset_puts_the_old_one_back(tmp_path, monkeypatch):
+    """The moment between moving the old dataset aside and renaming the new one into its place."""
+    from nnunet_teachformer.cli import main
+
+    raw = tmp_path / "raw"
+    assert main(["convert", "synthetic", "--dataset-id", "970", "--cases", "5", "--size", "16", "--out",
+                 str(raw)]) == 0
+    before = _snapshot(raw)
+    real_rename, renamed = Path.rename, []
+
+    def rename(self, target):
+        renamed.append(self.name)
+        if ".partial-" in self.name:
+            raise KeyboardInterrupt
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    _interrupted_convert(raw, "--seed", "1", "--overwrite")
+    assert renamed[0] == "Dataset970_TeachFormerPhantom" and ".partial-" in renamed[1]  # interrupted mid-swap
+    assert _snapshot(raw) == before
+
+
+def test_ctrl_c_leaves_no_raw_folder_it_created(tmp_path, monkeypatch):
+    from nnunet_teachformer.conversion import synthetic
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "write_case", ctrl_c)
+    _interrupted_convert(tmp_path / "new_raw")
+    assert os.listdir(tmp_path) == []

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from nnunet_teachformer.errors import TeachFormerError
 
 Problems = Dict[str, List[str]]  # case id -> reasons, in the order the cases were checked
+CROSS_VALIDATION_FOLDS = 5
 
 
 def gzip_problem(path) -> Optional[str]:
@@ -137,8 +138,11 @@ def format_problems(problems: Problems) -> str:
     return "\n".join(f"  {case}: " + "; ".join(reasons) for case, reasons in problems.items())
 
 
-def enforce_problems(problems: Problems, num_cases: int, skip_bad: bool, what: str) -> None:
-    """Stops the conversion when a case has a problem, unless ``skip_bad``; then lists the cases left out."""
+def enforce_problems(problems: Problems, num_cases: int, skip_bad: bool, what: str,
+                     training_left: Optional[int] = None) -> None:
+    """Stops the conversion when a case has a problem, unless ``skip_bad``; then lists the cases left out.
+    With ``training_left`` (the training cases that skipping leaves), also stops when they are fewer than
+    nnU-Net's five-fold cross-validation needs (its default split is a KFold of 5, which fails on fewer)."""
     if not problems:
         return
     listing = format_problems(problems)
@@ -148,6 +152,12 @@ def enforce_problems(problems: Problems, num_cases: int, skip_bad: bool, what: s
         raise TeachFormerError(
             f"{len(problems)} of {num_cases} {what} cases have problems, so nothing was written:\n{listing}\n"
             f"Fix or remove these cases, or pass --skip-bad to convert the other {num_cases - len(problems)}.")
+    if training_left is not None and training_left < CROSS_VALIDATION_FOLDS:
+        raise TeachFormerError(
+            f"--skip-bad would leave {training_left} {what} training case(s), fewer than the "
+            f"{CROSS_VALIDATION_FOLDS} that nnU-Net's five-fold cross-validation needs, so nothing was written. "
+            f"Skipped {len(problems)} of {num_cases}:\n{listing}\nFix the skipped cases (or add cases) and convert "
+            f"again.")
     print(f"Skipping {len(problems)} of {num_cases} {what} cases (--skip-bad):\n{listing}")
 
 
