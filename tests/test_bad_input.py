@@ -10,7 +10,7 @@ point (an exception escaping it fails the row, as a traceback would); rows namin
 Predict and export use a model fabricated in nnU-Net's checkpoint format (HDenseFormerLightTrainer_tiny,
 initialised, not trained) in a private nnUNet_results: every row is refused before its weights matter, and
 ``test_valid_input_predicts_every_case`` shows the checks let the phantom's own held-out cases through.
-Destructive rows use copies of the phantom (ids 978-989); dataset 990 is never changed.
+Destructive rows use copies of the phantom (ids 966-967, 975-989); dataset 990 is never changed.
 """
 import gzip
 import json
@@ -31,7 +31,7 @@ from conftest import CONFIG, DATASET_ID, DATASET_NAME, TEACHFORMER_PLANS, consol
 TRAINER = "HDenseFormerLightTrainer_tiny"
 PHANTOM_RAW_NAME = DATASET_NAME  # Dataset990_TeachFormerPhantom
 STALE_ID = 980
-INTERRUPTED_ID = 979  # a preprocessing stopped half-way
+INTERRUPTED_ID = 966  # a preprocessing stopped half-way
 
 
 def _copy_phantom(dirs, dataset_id: int, preprocessed: bool = False) -> Path:
@@ -85,6 +85,25 @@ def _relabel(path: Path, value: int):
     image = sitk.ReadImage(str(path))
     array = sitk.GetArrayFromImage(image)
     array[array == 2] = value
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(path), useCompression=True)
+
+
+def _edit_header(path: Path, **geometry):
+    """Rewrites the image at ``path`` with new geometry (origin=, spacing=, direction=), its voxels unchanged."""
+    image = sitk.ReadImage(str(path))
+    for key, value in geometry.items():
+        getattr(image, "Set" + key.capitalize())(value)
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def _poison(path: Path):
+    """NaN and infinite voxels in the image at ``path`` (SimpleITK and so nnU-Net read them as 0)."""
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    array[0, 0, :2] = np.nan
+    array[0, 1, 0] = np.inf
     out = sitk.GetImageFromArray(array)
     out.CopyInformation(image)
     sitk.WriteImage(out, str(path), useCompression=True)
@@ -164,6 +183,46 @@ def _folder(name):
     return setup
 
 
+def _hecktor_archive(train, bad=()):
+    """A fabricated HECKTOR 2021 training folder at {tmp}/src/hecktor2021_train (see test_conversion_hecktor21)."""
+    def setup(w, tmp):
+        from test_conversion_hecktor21 import make_archive
+        make_archive(tmp / "src", train=train, bad=bad)
+        return {}
+    return setup
+
+
+def _hecktor_prediction_without_header(w, tmp):
+    """Converted cases and their labels as predictions, one saved from its array alone (origin 0, the header lost)."""
+    from test_conversion_hecktor21 import GOOD_TRAIN, convert, make_archive
+    dataset = convert(make_archive(tmp / "src", train=GOOD_TRAIN[:2]), tmp / "raw")
+    (tmp / "pred").mkdir()
+    for case in GOOD_TRAIN[:2]:
+        label = sitk.ReadImage(str(dataset / "labelsTr" / f"{case}.nii.gz"))
+        if case == GOOD_TRAIN[0]:
+            label = sitk.GetImageFromArray(sitk.GetArrayFromImage(label))
+        sitk.WriteImage(label, str(tmp / "pred" / f"{case}.nii.gz"))
+    return {}
+
+
+def _picai_graded_labels(w, tmp):
+    """Two PI-CAI cases whose labels hold ISUP grades (3) instead of 1, with fitting probabilities."""
+    from test_evaluation_picai import LESION, SHAPE, _box, _write_label, _write_probabilities
+    for i, case in enumerate(("10000_11000", "10001_11001")):
+        lesion = _box((2 * i, 4, 4), LESION)
+        _write_label(tmp / "labels", case, lesion.astype(np.uint8) * (1 if i == 0 else 3))
+        _write_probabilities(tmp / "npz", case, np.where(lesion, 0.9, 0.01) + np.zeros(SHAPE))
+    return {}
+
+
+def _picai_archive(cases):
+    def setup(w, tmp):
+        from test_conversion_picai22 import make_archive
+        make_archive(tmp / "src", cases)
+        return {}
+    return setup
+
+
 @dataclass
 class Row:
     name: str
@@ -190,6 +249,30 @@ ROWS = [
         ["hecktor"]),
     Row("convert: picai22 folders missing", ["convert", "picai22", "{tmp}/images", "{tmp}/labels", "--dataset-id", 985],
         ["images"]),
+    Row("convert hecktor21 --skip-bad: 4 training cases left",
+        ["convert", "hecktor21", "{tmp}/src/hecktor2021_train", "--dataset-id", 979, "--crop", 24, "--skip-bad"],
+        ["--skip-bad would leave 4 HECKTOR 2021 training case(s)", "fewer than the 5", "nothing was written",
+         "Skipped 2 of 6", "CHMR002: missing PET", "CHUP002: PET has", "Fix the skipped cases"],
+        _hecktor_archive(["CHGJ001", "CHGJ002", "CHMR001", "CHUM001"], bad=["CHMR002", "CHUP002"])),
+    Row("convert picai22 --skip-bad: 4 cases left",
+        ["convert", "picai22", "{tmp}/src/picai_public_images", "{tmp}/src/picai_labels", "--dataset-id", 979,
+         "--skip-bad"],
+        ["--skip-bad would leave 4 PI-CAI training case(s)", "fewer than the 5", "Skipped 1 of 5",
+         "10010_1000010: missing ADC"],
+        _picai_archive({"10000_1000000": (0, "pos", None), "10000_1000001": (0, "neg", None),
+                        "10001_1000002": (1, "pos", None), "10002_1000003": (2, "neg", None),
+                        "10010_1000010": (1, "pos", "no_adc")})),
+    # evaluate
+    Row("evaluate hecktor21: prediction off the crop grid",
+        ["evaluate", "hecktor21", "--predictions", "{tmp}/pred", "--source", "{tmp}/src/hecktor2021_train"],
+        ["1 of 2 predictions cannot be scored", "pred/CHGJ001.nii.gz: its grid is 24 x 24 x 24 voxels of 1 x 1 x 1 mm "
+         "from origin (0, 0, 0) mm, not the converted 1 mm crop grid of this case, 24 x 24 x 24 voxels of 1 x 1 x 1 mm "
+         "from origin (-4, -14, -11) mm", "copy the header of imagesTr/CHGJ001_0000.nii.gz"],
+        _hecktor_prediction_without_header),
+    Row("evaluate picai22: labels not 0/1", ["evaluate", "picai22", "--predictions", "{tmp}/npz", "--labels",
+                                             "{tmp}/labels"],
+        ["1 of 2 cases cannot be scored", "10001_11001: ", "labels/10001_11001.nii.gz holds the label values 0, 3",
+         "not 0 and 1", "set every lesion voxel to 1"], _picai_graded_labels),
     # plan
     Row("plan: five-digit id", ["plan", "-d", 12345], ["-d 12345", "1..999", "three-digit"]),
     Row("plan: unknown id", ["plan", "-d", 974], ["Unknown dataset id 974", "teachformer convert synthetic"]),
@@ -208,6 +291,22 @@ ROWS = [
     Row("plan: label value not in dataset.json", ["plan", "-d", 983, "-np", 1],
         ["PHANTOM_002: label has unknown values 7", "labelsTr/PHANTOM_002.nii.gz", "Fix or remove these cases"],
         _phantom_variant(983, lambda raw: _relabel(raw / "labelsTr" / "PHANTOM_002.nii.gz", 7))),
+    Row("plan: label 30 mm off its image", ["plan", "-d", 975, "-np", 1],
+        ["PHANTOM_005", "labelsTr/PHANTOM_005.nii.gz is not on the voxel grid of PHANTOM_005_0000.nii.gz",
+         "origin (30, 0, 0) vs (0, 0, 0) mm", "resample it onto that grid", "Nothing was planned"],
+        _phantom_variant(975, lambda raw: _edit_header(raw / "labelsTr" / "PHANTOM_005.nii.gz", origin=(30, 0, 0)))),
+    Row("plan: label direction flipped", ["plan", "-d", 976, "-np", 1],
+        ["PHANTOM_006", "labelsTr/PHANTOM_006.nii.gz is not on the voxel grid", "direction (-1, 0, 0,"],
+        _phantom_variant(976, lambda raw: _edit_header(raw / "labelsTr" / "PHANTOM_006.nii.gz",
+                                                       direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1)))),
+    Row("plan: PET of another spacing (was 'failed: .')", ["plan", "-d", 977, "-np", 1],
+        ["PHANTOM_007", "imagesTr/PHANTOM_007_0001.nii.gz is not on the voxel grid of PHANTOM_007_0000.nii.gz",
+         "spacing (2, 2, 2) vs (1, 1, 1) mm"],
+        _phantom_variant(977, lambda raw: _edit_header(raw / "imagesTr" / "PHANTOM_007_0001.nii.gz",
+                                                       spacing=(2.0, 2.0, 2.0)))),
+    Row("plan: NaN and inf in an image", ["plan", "-d", 978, "-np", 1],
+        ["PHANTOM_008", "PHANTOM_008_0001.nii.gz has 3 NaN or infinite voxels", "replace them with a real value"],
+        _phantom_variant(978, lambda raw: _poison(raw / "imagesTr" / "PHANTOM_008_0001.nii.gz"))),
     Row("plan: label file missing", ["plan", "-d", 986, "-np", 1], ["PHANTOM_004", "labelsTr", "Fix or remove"],
         _phantom_variant(986, lambda raw: (raw / "labelsTr" / "PHANTOM_004.nii.gz").unlink())),
     Row("plan: dataset.json not JSON", ["plan", "-d", 987], ["dataset.json is not valid JSON", "re-convert"],
@@ -370,11 +469,11 @@ def test_valid_input_predicts_every_case_and_keeps_the_users_files(world, tmp_pa
 
 def test_the_command_that_completes_an_interrupted_preprocessing_works(world):
     from nnunet_teachformer.planners.plan import check_preprocessed
-    _interrupted_preprocessing(world, 978)
-    with pytest.raises(Exception, match="teachformer plan -d 978 -c 3d_fullres"):
-        check_preprocessed(978, TEACHFORMER_PLANS, CONFIG)
-    run_cli([console_script("teachformer"), "plan", "-d", 978, "-c", CONFIG, "-np", 1])
-    check_preprocessed(978, TEACHFORMER_PLANS, CONFIG)  # complete now: a trainer starts
+    _interrupted_preprocessing(world, 967)
+    with pytest.raises(Exception, match="teachformer plan -d 967 -c 3d_fullres"):
+        check_preprocessed(967, TEACHFORMER_PLANS, CONFIG)
+    run_cli([console_script("teachformer"), "plan", "-d", 967, "-c", CONFIG, "-np", 1])
+    check_preprocessed(967, TEACHFORMER_PLANS, CONFIG)  # complete now: a trainer starts
 
 
 def test_plan_redoes_what_a_reconversion_changed(world, capfd):
@@ -408,3 +507,72 @@ def test_plan_redoes_what_a_reconversion_changed(world, capfd):
     again = teachformer("plan", "-d", dataset_id, "-np", 1)
     assert "already preprocessed" in again and "raw data" not in again
     teachformer("train", "-d", dataset_id, "-f", 0, "--preset", "tiny", "--dry-run")
+
+
+def _interrupted_convert(raw: Path, *extra) -> None:
+    """`teachformer convert synthetic` through cli.main, stopped by Ctrl-C (KeyboardInterrupt) wherever the
+    caller's monkeypatch raises it; cli.main may turn it into its own message and status, or let it escape."""
+    from nnunet_teachformer.cli import main
+    try:
+        code = main(["convert", "synthetic", "--dataset-id", "970", "--cases", "5", "--size", "16", "--out", str(raw),
+                     *extra])
+    except KeyboardInterrupt:
+        return
+    assert code not in (0, None), "the conversion was not interrupted"
+
+
+@pytest.mark.parametrize("replacing", [False, True], ids=["new dataset", "--overwrite"])
+def test_ctrl_c_while_converting_leaves_the_raw_folder_as_it_was(replacing, tmp_path, monkeypatch):
+    from nnunet_teachformer.cli import main
+    from nnunet_teachformer.conversion import synthetic
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    if replacing:
+        assert main(["convert", "synthetic", "--dataset-id", "970", "--cases", "5", "--size", "16", "--out",
+                     str(raw)]) == 0
+    before = _snapshot(raw)
+    real, calls = synthetic.write_case, []
+
+    def ctrl_c_at_the_third_case(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(synthetic, "write_case", ctrl_c_at_the_third_case)
+    _interrupted_convert(raw, "--seed", "1", *(["--overwrite"] if replacing else []))
+    assert len(calls) == 3 and _snapshot(raw) == before
+
+
+def test_ctrl_c_while_swapping_in_the_new_dataset_puts_the_old_one_back(tmp_path, monkeypatch):
+    """The moment between moving the old dataset aside and renaming the new one into its place."""
+    from nnunet_teachformer.cli import main
+
+    raw = tmp_path / "raw"
+    assert main(["convert", "synthetic", "--dataset-id", "970", "--cases", "5", "--size", "16", "--out",
+                 str(raw)]) == 0
+    before = _snapshot(raw)
+    real_rename, renamed = Path.rename, []
+
+    def rename(self, target):
+        renamed.append(self.name)
+        if ".partial-" in self.name:
+            raise KeyboardInterrupt
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    _interrupted_convert(raw, "--seed", "1", "--overwrite")
+    assert renamed[0] == "Dataset970_TeachFormerPhantom" and ".partial-" in renamed[1]  # interrupted mid-swap
+    assert _snapshot(raw) == before
+
+
+def test_ctrl_c_leaves_no_raw_folder_it_created(tmp_path, monkeypatch):
+    from nnunet_teachformer.conversion import synthetic
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "write_case", ctrl_c)
+    _interrupted_convert(tmp_path / "new_raw")
+    assert os.listdir(tmp_path) == []

@@ -194,7 +194,7 @@ def test_every_bad_case_is_listed_and_nothing_is_written(tmp_path):
     assert set(lines) == set(BAD)
     for pid, (_, reason) in BAD.items():
         assert reason in lines[pid], lines[pid]
-    assert os.listdir(tmp_path / "raw") == []  # no dataset, no temporary folder
+    assert not (tmp_path / "raw").exists()  # no dataset, no temporary folder, not even the folder it made
 
 
 def test_skip_bad_converts_the_rest(tmp_path, capsys):
@@ -234,7 +234,7 @@ def test_interrupted_conversion_leaves_no_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(hecktor21, "convert_case", interrupt_third)
     with pytest.raises(KeyboardInterrupt):
         convert(src, tmp_path / "raw")
-    assert os.listdir(tmp_path / "raw") == []
+    assert not (tmp_path / "raw").exists()
 
 
 def test_test_layout_without_labels_and_both_layouts_together(tmp_path):

@@ -234,7 +234,7 @@ def test_a_lesion_cut_by_the_crop_is_refused_by_picai_prep(tmp_path):
     images, labels = make_archive(tmp_path / "src", {**GOOD, "10020_1000020": (0, "pos", "cut_lesion")})
     with pytest.raises(TeachFormerError, match=r"10020_1000020: picai_prep refused it: .*1 -> 0"):
         convert(images, labels, tmp_path / "raw")
-    assert os.listdir(tmp_path / "raw") == []  # the cases converted before were removed with the temporary folder
+    assert not (tmp_path / "raw").exists()  # the cases converted before were removed with the temporary folder
     folder = convert(images, labels, tmp_path / "raw", skip_bad=True)
     assert len(os.listdir(folder / "labelsTr")) == len(GOOD)
 
@@ -270,7 +270,7 @@ def test_layout_errors_name_the_fix(tmp_path):
         patient.rename(flat / patient.name)
     with pytest.raises(TeachFormerError, match="fold<k>"):
         convert(flat, labels, tmp_path / "raw", splits="picai")
-    assert os.listdir(tmp_path / "raw") == []
+    assert not (tmp_path / "raw").exists()
 
 
 def test_flat_layout_takes_the_folds_of_picai_baselines_splits(tmp_path, capsys):
@@ -310,7 +310,7 @@ def test_cases_outside_the_published_splits_have_no_fold(tmp_path):
                                                r"case's patient folder under IMAGES_DIR/fold<k>/ .* or convert "
                                                r"without --splits\.$"):
         convert(images, labels, tmp_path / "raw", splits="picai")
-    assert os.listdir(tmp_path / "raw") == []
+    assert not (tmp_path / "raw").exists()
     folder = convert(images, labels, tmp_path / "raw")
     meta = json.loads((folder / "dataset.json").read_text())["teachformer"]
     assert meta["folds"] == {c: None for c in unknown} and meta["fold_source"] is None

@@ -19,11 +19,11 @@ def converted(tmp_path_factory):
     return src, convert(src, root / "raw")
 
 
-def _predictions(converted, tmp_path, change=lambda case, label: label):
+def _predictions(converted, tmp_path, change=lambda case, label: label, cases=GOOD_TRAIN):
     """The converted labels, optionally changed per case, as a prediction folder."""
     out = tmp_path / "predictions"
-    out.mkdir()
-    for case in GOOD_TRAIN:
+    out.mkdir(parents=True)
+    for case in cases:
         label = sitk.ReadImage(str(converted[1] / "labelsTr" / f"{case}.nii.gz"))
         changed = sitk.GetImageFromArray(change(case, sitk.GetArrayFromImage(label)))
         changed.CopyInformation(label)
@@ -57,6 +57,34 @@ def test_shifted_empty_and_missing_predictions(converted, tmp_path):
     (tmp_path / "predictions" / "CHXX999.nii.gz").write_bytes(b"")
     with pytest.raises(TeachFormerError, match="CHXX999.nii.gz: no such patient"):
         evaluate_hecktor21(tmp_path / "predictions", converted[0])
+
+
+def test_a_prediction_off_the_crop_grid_is_refused_and_copying_the_header_fixes_it(converted, tmp_path):
+    predictions = _predictions(converted, tmp_path)
+    case = GOOD_TRAIN[0]
+    lost = sitk.GetImageFromArray(sitk.GetArrayFromImage(sitk.ReadImage(str(predictions / f"{case}.nii.gz"))))
+    sitk.WriteImage(lost, str(predictions / f"{case}.nii.gz"))  # saved from its array: origin 0, header lost
+    with pytest.raises(TeachFormerError, match=rf"1 of {len(GOOD_TRAIN)} predictions cannot be scored(.|\n)*"
+                                               rf"{case}.nii.gz: its grid is .* from origin \(0, 0, 0\) mm, not the "
+                                               rf"converted 1 mm crop grid"):
+        evaluate_hecktor21(predictions, converted[0])
+
+    # the fix the message names: copy the header of the converted image into the prediction
+    image = sitk.ReadImage(str(converted[1] / "imagesTr" / f"{case}_0000.nii.gz"))
+    lost.CopyInformation(image)
+    sitk.WriteImage(lost, str(predictions / f"{case}.nii.gz"))
+    scores = evaluate_hecktor21(predictions, converted[0])
+    assert scores.cases[0].case == case and scores.cases[0].dsc > 0.97
+
+
+def test_another_crop_and_a_fractional_crop_are_on_the_grid(tmp_path):
+    from nnunet_teachformer.conversion.hecktor21 import convert_hecktor21
+
+    src = make_archive(tmp_path / "src", train=GOOD_TRAIN[:2])
+    for crop in (30, 24.5):  # 24.5 mm: 24 voxels, the origin a quarter voxel from a 24 mm cube's
+        dataset = convert_hecktor21(src, crop_mm=crop, out=tmp_path / f"raw{crop}", progress=False)
+        scores = evaluate_hecktor21(_predictions((src, dataset), tmp_path / f"p{crop}", cases=GOOD_TRAIN[:2]), src)
+        assert [c.case for c in scores.cases] == sorted(GOOD_TRAIN[:2]) and scores.mean_dsc > 0.97
 
 
 @pytest.mark.slow  # two `teachformer evaluate` commands: ~10 s

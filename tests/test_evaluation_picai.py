@@ -182,6 +182,28 @@ def test_broken_inputs_name_the_file_and_the_fix(study, scored, tmp_path):
         evaluate_picai22(predictions, study["labels"], cases=[case])
 
 
+def test_labels_other_than_0_and_1_are_refused_and_binarising_them_fixes_it(study, tmp_path):
+    """ISUP-graded delineations (picai_labels' expert labels) would be scored as binary without a word."""
+    cases = sorted(p.name[:-len(".nii.gz")] for p in study["labels"].iterdir())[:4]
+    labels = tmp_path / "labels"
+    for case in cases:
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(study["labels"] / f"{case}.nii.gz")))
+        _write_label(labels, case, mask * 3)  # ISUP 3 where the lesion is
+    graded = [c for c in cases if sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{c}.nii.gz"))).any()]
+    with pytest.raises(TeachFormerError) as error:
+        evaluate_picai22(study["perfect"], labels, cases=cases)
+    message = str(error.value)
+    assert message.startswith(f"{len(graded)} of {len(cases)} cases cannot be scored") and graded, message
+    assert f"{labels / graded[0]}.nii.gz holds the label values 0, 3, not 0 and 1" in message
+    assert "set every lesion voxel to 1" in message
+
+    for case in graded:  # the fix the message names
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{case}.nii.gz")))
+        _write_label(labels, case, mask > 0)
+    scores = evaluate_picai22(study["perfect"], labels, cases=cases)
+    assert scores.positives == len(graded) and scores.ap == pytest.approx(1.0)
+
+
 def test_cli_prints_the_figures_and_a_clean_error(study, tmp_path):
     out = run_cli([console_script("teachformer"), "evaluate", "picai22", "--predictions", study["perfect"],
                    "--labels", study["labels"], "--compare", study["random"], "--resamples", RESAMPLES])

@@ -54,23 +54,37 @@ def atomic_dataset_folder(raw_root: Path, dataset_id: int, name: str, overwrite:
         raise TeachFormerError(
             f"{existing[0]} already exists: dataset id {dataset_id} is taken. Pass --overwrite to replace it, "
             f"or choose another --dataset-id.")
+    created_root = not raw_root.exists()
     raw_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=raw_root))
     try:
         yield tmp
-    except BaseException:
+        _swap_into_place(tmp, target, existing)
+    except BaseException:  # Ctrl-C included: nothing half-written stays behind
         shutil.rmtree(tmp, ignore_errors=True)
+        if created_root and not any(raw_root.iterdir()):
+            raw_root.rmdir()
         raise
-    replaced = []
-    for old in existing:
-        trash = raw_root / f".{old.name}.replaced-{os.getpid()}"
-        old.rename(trash)
-        replaced.append(trash)
-    tmp.rename(target)
-    for trash in replaced:
-        shutil.rmtree(trash)
     if existing:
         print(invalidation_note(dataset_id, existing))
+
+
+def _swap_into_place(tmp: Path, target: Path, existing) -> None:
+    """Renames ``tmp`` to ``target``, replacing the ``existing`` datasets of its id; if interrupted before the
+    last rename, puts them back."""
+    moved = []
+    try:
+        for old in existing:
+            trash = old.with_name(f".{old.name}.replaced-{os.getpid()}")
+            old.rename(trash)
+            moved.append((trash, old))
+        tmp.rename(target)
+    except BaseException:
+        for trash, old in reversed(moved):
+            trash.rename(old)
+        raise
+    for trash, _ in moved:
+        shutil.rmtree(trash)
 
 
 def invalidation_note(dataset_id: int, replaced) -> str:

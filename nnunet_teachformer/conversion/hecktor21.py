@@ -46,6 +46,7 @@ CENTRES = ("CHGJ", "CHMR", "CHUM", "CHUS", "CHUP", "CHUV")
 BBOX_CSVS = {"hecktor2021_bbox_training.csv": "train", "hecktor2021_bbox_testing.csv": "test"}
 BBOX_COLUMNS = ("PatientID", "x1", "x2", "y1", "y2", "z1", "z2")
 SPACING_MM = 1.0
+DEFAULT_CROP_MM = 144  # the paper's 144x144x144 input
 CT_FILL_HU = -1024
 # A bounding box is "outside the image" when less than this share of its volume lies inside the CT or the
 # PET: this catches boxes in the wrong coordinate system but keeps boxes that overhang an image's edge a bit.
@@ -237,7 +238,7 @@ def random_splits(centres: Dict[str, str]) -> List[Dict[str, List[str]]]:
 SPLIT_MAKERS = {"centre": centre_splits, "random": random_splits}  # case -> centre of the training cases
 
 
-def convert_hecktor21(src, dataset_id: int = 501, crop_mm: float = 144, out=None, splits: Optional[str] = None,
+def convert_hecktor21(src, dataset_id: int = 501, crop_mm: float = DEFAULT_CROP_MM, out=None, splits: Optional[str] = None,
                       skip_bad: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Writes ``DatasetXXX_HECKTOR2021`` from the challenge folder(s) at ``src``; returns the dataset folder.
 
@@ -261,7 +262,10 @@ def convert_hecktor21(src, dataset_id: int = 501, crop_mm: float = 144, out=None
             reasons = check_case(case)
             if reasons:
                 problems[case.patient_id] = reasons
-        enforce_problems(problems, len(cases), skip_bad, "HECKTOR 2021")
+        skipped_training = any(c.part == "train" for c in cases if c.patient_id in problems)
+        training_left = sum(c.part == "train" for c in cases if c.patient_id not in problems)
+        enforce_problems(problems, len(cases), skip_bad, "HECKTOR 2021",
+                         training_left=training_left if skipped_training else None)
         good = [c for c in cases if c.patient_id not in problems]
         train = [c for c in good if c.part == "train"]
         if splits and not train:

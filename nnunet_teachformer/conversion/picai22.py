@@ -229,7 +229,8 @@ def convert_picai22(images_dir, labels_dir, dataset_id: int = 502, labels: str =
             reasons = check_case(case)
             if reasons:
                 problems[case.case_id] = reasons
-        enforce_problems(problems, len(cases), skip_bad, "PI-CAI")
+        enforce_problems(problems, len(cases), skip_bad, "PI-CAI", training_left=sum(
+            c.case_id not in problems and (c.positive or not positives_only) for c in cases))
         good = [c for c in cases if c.case_id not in problems]
         negatives = sorted(c.case_id for c in good if not c.positive) if positives_only else []
         good = [c for c in good if c.case_id not in negatives]
@@ -246,7 +247,7 @@ def convert_picai22(images_dir, labels_dir, dataset_id: int = 502, labels: str =
                 outputs[case.case_id] = convert_case(case, matrix_size, tmp)
             except AssertionError as e:
                 refused[case.case_id] = [f"picai_prep refused it: {e}"]
-        enforce_problems(refused, len(good), skip_bad, "PI-CAI")
+        enforce_problems(refused, len(good), skip_bad, "PI-CAI", training_left=len(outputs))
         problems.update(refused)
         good = [c for c in good if c.case_id in outputs]
 

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from nnunet_teachformer.errors import TeachFormerError
 
 Problems = Dict[str, List[str]]  # case id -> reasons, in the order the cases were checked
+CROSS_VALIDATION_FOLDS = 5
 
 
 def gzip_problem(path) -> Optional[str]:
@@ -79,6 +80,35 @@ def overlap_problem(name: str, image: sitk.Image, reference_name: str, reference
             f"{reference_name}: {format_box(ref_box)}); check the file's origin and direction"]
 
 
+ORIGIN_TOLERANCE_VOXELS = 0.1
+DIRECTION_TOLERANCE = 1e-3  # direction cosines; about 0.06 degrees
+
+
+def _xyz(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in np.round(values, 3)) + ")"
+
+
+def grid_problem(name: str, image: sitk.Image, reference_name: str, reference: sitk.Image) -> List[str]:
+    """A reason when ``image`` is not on ``reference``'s voxel grid. nnU-Net pairs the voxels of a case's files
+    by index, so any difference misplaces every voxel. Size and spacing are compared as strictly as nnU-Net
+    compares them (it refuses a difference without naming the file); origin and direction, which it only warns
+    about, within a tenth of a voxel and 1e-3 (rounding in the files' headers). Sizes etc. in (x, y, z) order."""
+    differences = []
+    if image.GetSize() != reference.GetSize():
+        differences.append(f"size {_xyz(image.GetSize())} vs {_xyz(reference.GetSize())} voxels")
+    if image.GetDimension() == reference.GetDimension():
+        if not np.allclose(image.GetSpacing(), reference.GetSpacing()):
+            differences.append(f"spacing {_xyz(image.GetSpacing())} vs {_xyz(reference.GetSpacing())} mm")
+        offset = reference.TransformPhysicalPointToContinuousIndex(image.GetOrigin())
+        if np.abs(offset).max() > ORIGIN_TOLERANCE_VOXELS:
+            differences.append(f"origin {_xyz(image.GetOrigin())} vs {_xyz(reference.GetOrigin())} mm")
+        if not np.allclose(image.GetDirection(), reference.GetDirection(), rtol=0, atol=DIRECTION_TOLERANCE):
+            differences.append(f"direction {_xyz(image.GetDirection())} vs {_xyz(reference.GetDirection())}")
+    if not differences:
+        return []
+    return [f"{name} is not on the voxel grid of {reference_name}: {', '.join(differences)}"]
+
+
 def finite_problem(name: str, image: sitk.Image, path: Path) -> List[str]:
     """A reason when a floating-point image (read from ``path``) holds NaN or infinite values."""
     array = sitk.GetArrayViewFromImage(image)
@@ -108,8 +138,11 @@ def format_problems(problems: Problems) -> str:
     return "\n".join(f"  {case}: " + "; ".join(reasons) for case, reasons in problems.items())
 
 
-def enforce_problems(problems: Problems, num_cases: int, skip_bad: bool, what: str) -> None:
-    """Stops the conversion when a case has a problem, unless ``skip_bad``; then lists the cases left out."""
+def enforce_problems(problems: Problems, num_cases: int, skip_bad: bool, what: str,
+                     training_left: Optional[int] = None) -> None:
+    """Stops the conversion when a case has a problem, unless ``skip_bad``; then lists the cases left out.
+    With ``training_left`` (the training cases that skipping leaves), also stops when they are fewer than
+    nnU-Net's five-fold cross-validation needs (its default split is a KFold of 5, which fails on fewer)."""
     if not problems:
         return
     listing = format_problems(problems)
@@ -119,6 +152,12 @@ def enforce_problems(problems: Problems, num_cases: int, skip_bad: bool, what: s
         raise TeachFormerError(
             f"{len(problems)} of {num_cases} {what} cases have problems, so nothing was written:\n{listing}\n"
             f"Fix or remove these cases, or pass --skip-bad to convert the other {num_cases - len(problems)}.")
+    if training_left is not None and training_left < CROSS_VALIDATION_FOLDS:
+        raise TeachFormerError(
+            f"--skip-bad would leave {training_left} {what} training case(s), fewer than the "
+            f"{CROSS_VALIDATION_FOLDS} that nnU-Net's five-fold cross-validation needs, so nothing was written. "
+            f"Skipped {len(problems)} of {num_cases}:\n{listing}\nFix the skipped cases (or add cases) and convert "
+            f"again.")
     print(f"Skipping {len(problems)} of {num_cases} {what} cases (--skip-bad):\n{listing}")
 
 

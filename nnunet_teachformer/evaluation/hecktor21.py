@@ -25,11 +25,14 @@ from typing import List, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_teachformer.conversion.hecktor21 import find_cases
+from nnunet_teachformer.conversion.hecktor21 import DEFAULT_CROP_MM, SPACING_MM, crop_grid, find_cases
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.evaluation.metrics import hd95_of_masks
 
 SUFFIX = ".nii.gz"
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+# a fractional --crop (e.g. 144.5) rounds to whole voxels, moving the cube's origin by up to a quarter voxel
+ORIGIN_TOLERANCE_MM = 0.25 + 1e-3
 
 
 @dataclass
@@ -134,11 +137,13 @@ def score_files(files: Sequence[Path], source, resampled_out=None) -> HecktorSco
             problems.append(f"{f.name}: {'; '.join(case.problems)}")
         elif not case.path("gtvt").is_file():
             problems.append(f"{f.name}: no reference label {case.path('gtvt')} (test cases have none)")
+        else:
+            problems += [f"{f}: {p}" for p in _crop_grid_problem(f, case.bbox)]
     if problems:
         raise TeachFormerError(f"{len(problems)} of {len(files)} predictions cannot be scored against {source}:\n  "
                                + "\n  ".join(problems) + "\nPass the challenge's training folder that the dataset "
-                               "was converted from (the one with hecktor2021_bbox_training.csv), or remove these "
-                               "files.")
+                               "was converted from (the one with hecktor2021_bbox_training.csv) and the segmentations "
+                               "nnU-Net predicted for that converted dataset, or remove these files.")
     if resampled_out is not None:
         Path(resampled_out).mkdir(parents=True, exist_ok=True)
     scores = HecktorScores()
@@ -150,6 +155,37 @@ def score_files(files: Sequence[Path], source, resampled_out=None) -> HecktorSco
             back = to_grid(prediction, _header(case.path("ct")))
             sitk.WriteImage(back, str(Path(resampled_out) / f.name), useCompression=True)
     return scores
+
+
+def _crop_grid_problem(path: Path, bbox: np.ndarray) -> List[str]:
+    """Why the prediction at ``path`` is not on the converter's 1 mm crop grid of its case (empty if it is).
+    Scored anyway it would land beside the tumour (DSC 0). The cube's edge is read from the prediction, so any
+    --crop passes; a prediction that is no cube is compared with the default cube."""
+    try:
+        prediction = _header(path)
+    except RuntimeError as e:
+        return [f"cannot be read ({str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__})"]
+    size = prediction.GetSize()
+    origin, edge = crop_grid(bbox, size[0] if len(set(size)) == 1 else DEFAULT_CROP_MM)
+    expected = sitk.Image([edge] * 3, sitk.sitkUInt8)
+    expected.SetOrigin([float(o) for o in origin])
+    expected.SetSpacing([SPACING_MM] * 3)
+    if (size == expected.GetSize() and np.allclose(prediction.GetSpacing(), SPACING_MM, atol=1e-3)
+            and np.allclose(prediction.GetDirection(), IDENTITY, atol=1e-3)
+            and np.abs(np.subtract(prediction.GetOrigin(), origin)).max() <= ORIGIN_TOLERANCE_MM):
+        return []
+    return [f"its grid is {_describe_grid(prediction)}, not the converted {SPACING_MM:g} mm crop grid of this case, "
+            f"{_describe_grid(expected)} (with another --crop: a cube of that edge, same centre). Predict it from the "
+            f"converted image (nnUNetv2_predict keeps its grid), or copy the header of imagesTr/"
+            f"{path.name[:-len(SUFFIX)]}_0000{SUFFIX} into it"]
+
+
+def _describe_grid(image: sitk.Image) -> str:
+    xyz = lambda values: ", ".join(f"{v:g}" for v in np.round(values, 2))  # noqa: E731
+    spacing = " x ".join(f"{s:g}" for s in np.round(image.GetSpacing(), 3))
+    tilted = not np.allclose(image.GetDirection(), IDENTITY, atol=1e-3)
+    return (f"{' x '.join(map(str, image.GetSize()))} voxels of {spacing} mm from origin ({xyz(image.GetOrigin())}) "
+            f"mm" + (f", direction ({xyz(image.GetDirection())})" if tilted else ""))
 
 
 def _header(path: Path) -> sitk.Image:

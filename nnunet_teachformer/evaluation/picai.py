@@ -306,6 +306,7 @@ def _checked_files(names: Sequence[str], predictions: Path, labels: Path) -> Lis
                     issues.append(f"{npz} holds probabilities on a {'x'.join(map(str, shape[1:]))} (z, y, x) grid but "
                                   f"its label {label} is {'x'.join(map(str, label_shape))}: the prediction is not of "
                                   f"this case's image")
+                issues += _label_values_issue(label)
         if issues:
             problems.append(f"{name}: " + "; ".join(issues))
         else:
@@ -354,6 +355,21 @@ def _label_shape(path: Path) -> Tuple[int, ...]:
     if reader.GetDimension() != 3:
         raise _Unreadable(f"is {reader.GetDimension()}-D, not a 3-D label")
     return tuple(reader.GetSize()[::-1])
+
+
+def _label_values_issue(path: Path) -> List[str]:
+    """A reason when the label holds values other than 0 and 1: picai_eval would count every non-zero voxel as
+    csPCa without a word, so e.g. an ISUP-graded delineation would be scored as if it were binary."""
+    try:
+        values = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(path))))
+    except RuntimeError:
+        return []  # header readable, data not: _unreadable_culprit names it
+    other = [v for v in values if v not in (0, 1)]
+    if not other:
+        return []
+    return [f"{path} holds the label values {', '.join(f'{v:g}' for v in values)}, not 0 and 1 (background, "
+            f"csPCa): score against the labelsTr of the dataset teachformer convert picai22 wrote (0/1), or set "
+            f"every lesion voxel to 1"]
 
 
 def _unreadable_culprit(pairs: Sequence[Tuple[Path, Path]]) -> Optional[TeachFormerError]:

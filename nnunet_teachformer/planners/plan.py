@@ -115,11 +115,12 @@ def _checked_dataset_json(raw: str) -> dict:
 
 
 def _case_problems(raw: str) -> List[str]:
-    """'CASE: reason (file)' for each training case nnU-Net could not use: a missing or unreadable file, a label
-    value outside dataset.json, a wrong number of channels, images and label of different sizes."""
+    """'CASE: reason (file)' for each training case that nnU-Net could not use or would learn wrong from: a
+    missing or unreadable file, a wrong number of channels, NaN or infinite voxels (which nnU-Net reads as 0
+    from NIfTI), a label value outside dataset.json, a channel or label not on the voxel grid of _0000."""
     from pathlib import Path
 
-    from nnunet_teachformer.conversion.validation import label_values_problem, read_image
+    from nnunet_teachformer.conversion.validation import finite_problem, grid_problem, label_values_problem, read_image
     dataset_json = load_json(join(raw, "dataset.json"))
     allowed = sorted({int(v) for v in dataset_json["labels"].values() if isinstance(v, int)} |
                      {int(x) for v in dataset_json["labels"].values() if isinstance(v, (list, tuple)) for x in v})
@@ -129,21 +130,27 @@ def _case_problems(raw: str) -> List[str]:
         if len(files["images"]) != len(dataset_json["channel_names"]):
             reasons.append(f"{len(files['images'])} image file(s) for {len(dataset_json['channel_names'])} channels "
                            f"in dataset.json (expected {case}_0000{dataset_json['file_ending']} ...)")
-        images = [read_image(Path(f), "image", reasons) for f in files["images"]]
-        label = read_image(Path(files["label"]), "label", reasons)
-        if label is not None:
-            reasons += [f"{r} ({files['label']})" for r in label_values_problem("label", label, allowed)]
-            sizes = {tuple(i.GetSize()) for i in images if i is not None}
-            if sizes and sizes != {tuple(label.GetSize())}:
-                reasons.append(f"images of size {sorted(sizes)} but label of size {label.GetSize()} "
-                               f"({files['label']})")
+        paths = [Path(f) for f in [*files["images"], files["label"]]]
+        images = [read_image(p, "label" if p == paths[-1] else "image", reasons) for p in paths]
+        for path, image in zip(paths, images):
+            if image is not None:
+                reasons += [f"{r} ({path}): replace them with a real value" for r in
+                            finite_problem(path.name, image, path)]
+        if images[-1] is not None:
+            reasons += [f"{r} ({paths[-1]})" for r in label_values_problem("label", images[-1], allowed)]
+        if images[0] is not None:
+            for path, image in zip(paths[1:], images[1:]):
+                if image is not None:
+                    reasons += [f"{r}; resample it onto that grid (nearest neighbour for a label), or copy "
+                                f"{paths[0].name}'s header into it if only its header is wrong"
+                                for r in grid_problem(str(path), image, paths[0].name, images[0])]
         problems += [f"{case}: {r}" for r in reasons]
     return problems
 
 
 def verify_raw_dataset(raw: str, num_processes: int = 2) -> None:
-    """Every compressed file decompresses completely, then nnU-Net's integrity check; a failure becomes one
-    TeachFormerError naming each bad case and file."""
+    """Every compressed file decompresses completely, every case passes our checks (``_case_problems``), then
+    nnU-Net's integrity check; a failure becomes one TeachFormerError naming each bad case and file."""
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
     from nnunet_teachformer.conversion.validation import gzip_problem
@@ -151,17 +158,18 @@ def verify_raw_dataset(raw: str, num_processes: int = 2) -> None:
     problems = [f"{case}: damaged file ({path}): {damage}"  # nnU-Net would read a truncated one as zeros
                 for case, files in sorted(cases.items()) for path in [*files["images"], files["label"]]
                 if os.path.isfile(path) and (damage := gzip_problem(path))]
-    error = None
+    problems = problems or _case_problems(raw)
+    detail = None
     if not problems:
         try:
             verify_dataset_integrity(raw, num_processes)
         except (AssertionError, RuntimeError, OSError, ValueError, KeyError) as e:
-            problems, error = _case_problems(raw), e
-    if problems or error:
+            # nnU-Net raises some of these without a message, having printed the details above
+            detail = " ".join(str(e).split())[:500] or f"{type(e).__name__} (nnU-Net printed the details above)"
+    if problems or detail:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        detail = shown or " ".join(str(error).split())[:500]
         raise TeachFormerError(
-            f"The integrity check of the raw dataset {raw} failed: {detail}. Nothing was planned. Fix or "
+            f"The integrity check of the raw dataset {raw} failed: {shown or detail}. Nothing was planned. Fix or "
             f"remove these cases (or re-convert the dataset, e.g. with --skip-bad), then run the same teachformer "
             f"plan command again.") from None
 
