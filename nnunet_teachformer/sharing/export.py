@@ -258,7 +258,7 @@ def export_model_zip(dataset, output: Union[str, os.PathLike], folds: Optional[S
             f"writes its model card (MODEL_CARD.md, model_card.json) into {folder}. Move your file(s) out of that "
             f"folder to keep them, or add --overwrite to replace them.")
     output = Path(output)
-    check_writable(folder, f"The export writes its model card into the model folder: make {folder} writable, or "
+    check_writable(folder, "The export writes its model card into the model folder: make it writable, or "
                            f"copy {folder.parent} into a folder you can write and export with nnUNet_results set to that folder.")
     check_writable(output.parent, "Give --zip a path in a folder you can write.")
     for fold in folds:
