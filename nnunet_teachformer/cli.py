@@ -346,7 +346,8 @@ def _export(a):
     if a.zip:
         from nnunet_teachformer.sharing.export import export_model_zip
         card = export_model_zip(a.dataset, a.zip, a.fold, trainer=a.trainer, plans=a.plans,
-                                configuration=a.configuration, checkpoint=a.checkpoint, timing=not a.no_timing)
+                                configuration=a.configuration, checkpoint=a.checkpoint, timing=not a.no_timing,
+                                overwrite=a.overwrite)
         folds = " ".join(str(f) for f in card["model"]["folds"])
         print(f"Wrote {a.zip} (folds {folds}, model card MODEL_CARD.md + model_card.json). The receiver installs it "
               f"with `nnUNetv2_install_pretrained_model_from_zip {a.zip}` and predicts with nnUNetv2_predict -tr "
@@ -377,6 +378,8 @@ def _export_parser(sub):
     p.add_argument("-c", "--configuration", default="3d_fullres")
     p.add_argument("--checkpoint", default="checkpoint_final.pth")
     p.add_argument("--no-timing", action="store_true", help="--zip: leave the CPU time per case out of the card")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--zip: replace a MODEL_CARD.md/model_card.json in the model folder that export did not write")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; the exporter supports 9-20)")
     p.add_argument("--tolerance", type=float, default=1e-3,
                    help="largest accepted |logit difference| between onnxruntime and PyTorch (default 1e-3)")

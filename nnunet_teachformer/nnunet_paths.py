@@ -125,3 +125,20 @@ def check_folds(dataset_name: str, folds: Sequence[Fold]) -> None:
 def trained_folds(model: Path, checkpoint: str = "checkpoint_final.pth") -> List[str]:
     """Folds of ``model`` (a trainer__plans__configuration folder) that have ``checkpoint``."""
     return sorted(p.parent.name[len("fold_"):] for p in model.glob(f"fold_*/{checkpoint}"))
+
+
+def check_writable(folder: Union[str, os.PathLike], fix: str) -> None:
+    """TeachFormerError naming ``folder`` and ``fix`` when files cannot be made in it (or, where it does not exist
+    yet, in the folder it would be made in): a read-only mount, missing permissions, a file in the way. Commands
+    call it before they write anything, so that a refusal leaves nothing half-written."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    where = f"{folder}" if existing == folder else f"{folder} cannot be made: {existing}"
+    if not existing.is_dir():
+        raise TeachFormerError(f"{where} is a file, not a folder. {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = ("is on a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY
+               else "is not writable for you (its permissions)")
+        raise TeachFormerError(f"{where} {why}. {fix}")

@@ -12,10 +12,13 @@ initialised, not trained) in a private nnUNet_results: every row is refused befo
 ``test_valid_input_predicts_every_case`` shows the checks let the phantom's own held-out cases through.
 Destructive rows use copies of the phantom (ids 966-967, 975-989); dataset 990 is never changed.
 """
+import contextlib
 import gzip
 import json
 import os
 import shutil
+import subprocess
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -192,6 +195,24 @@ def _hecktor_archive(train, bad=()):
     return setup
 
 
+def _zip_ready(source: str, card: Optional[str] = None):
+    """A private nnUNet_results, ``{tmp}/results``, holding the world's model (``source``: "results" or "corrupt")
+    with what nnU-Net's export packs besides the checkpoint; ``card``: a MODEL_CARD.md the user wrote there."""
+    def setup(w, tmp):
+        shutil.copytree(getattr(w, source), tmp / "results")
+        model = tmp / "results" / w.model.relative_to(w.results)
+        (model / "dataset_fingerprint.json").write_text("{}")
+        (model / "fold_0" / "progress.png").write_bytes(b"")
+        (model / "fold_0" / "validation").mkdir()
+        (model / "fold_0" / "validation" / "summary.json").write_text(json.dumps(
+            {"foreground_mean": {"Dice": 0.5}, "mean": {"1": {"Dice": 0.4}, "2": {"Dice": 0.6}},
+             "metric_per_case": []}))
+        if card is not None:
+            (model / "MODEL_CARD.md").write_text(card)
+        return {}
+    return setup
+
+
 def _hecktor_prediction_without_header(w, tmp):
     """Converted cases and their labels as predictions, one saved from its array alone (origin 0, the header lost)."""
     from test_conversion_hecktor21 import GOOD_TRAIN, convert, make_archive
@@ -223,6 +244,34 @@ def _picai_archive(cases):
     return setup
 
 
+@contextlib.contextmanager
+def _read_only(paths: Sequence[Path]):
+    """``paths`` and everything under them read-only while the command runs; yields what to run the command under.
+    Permission bits do that for other users; root ignores them, so for root the command runs (as a subprocess) in
+    a private mount namespace where each path is a read-only bind mount, as a read-only volume or NFS export is."""
+    if not paths:
+        yield []
+        return
+    if os.geteuid() != 0:
+        modes = {}
+        for path in paths:
+            for folder, _, _ in os.walk(path):
+                modes[folder] = os.stat(folder).st_mode
+                os.chmod(folder, 0o555)
+        try:
+            yield []
+        finally:
+            for folder, mode in modes.items():
+                os.chmod(folder, mode)
+        return
+    if not shutil.which("unshare") or subprocess.run(["unshare", "--mount", "true"]).returncode != 0:
+        pytest.skip("running as root, whom permission bits do not stop, on a machine that allows no private "
+                    "read-only mount (unshare --mount)")
+    mount = ('while [ "$1" != -- ]; do mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" || exit 99; shift; '
+             'done; shift; exec "$@"')
+    yield ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "sh", *map(str, paths), "--"]
+
+
 @dataclass
 class Row:
     name: str
@@ -230,11 +279,15 @@ class Row:
     expect: Sequence[str]
     setup: Optional[Callable] = None
     env: Dict[str, Optional[str]] = field(default_factory=dict)  # "{results}" etc. are substituted; None unsets
+    read_only: Sequence[str] = ()  # folders ("{tmp}/results") that cannot be written while the command runs
 
 
 PHANTOM_INPUT = {"P_0000.nii.gz": "PHANTOM_010_0000.nii.gz", "P_0001.nii.gz": "PHANTOM_010_0001.nii.gz"}
 PREDICT = ["predict", "-d", DATASET_ID, "-f", 0, "-tr", TRAINER, "--device", "cpu", "--disable-tta"]
 EXPORT = ["export", "-d", DATASET_ID, "-tr", TRAINER]
+ZIP = [*EXPORT, "--no-timing"]
+SLURM = ["train", "-d", DATASET_ID, "-f", 0, "--teachers", "unetr", "--preset", "tiny", "--submit", "slurm",
+         "--write-only"]
 PRIVATE = {"nnUNet_results": "{results}"}
 CORRUPT = {"nnUNet_results": "{corrupt}"}
 
@@ -327,6 +380,22 @@ ROWS = [
     Row("train: fold 7", ["train", "-d", DATASET_ID, "-f", 7, "--dry-run"], ["fold(s) [7] do not exist", "0..4"]),
     Row("train: plans never made", ["train", "-d", DATASET_ID, "-p", "NoSuchPlans", "--dry-run"],
         ["NoSuchPlans.json is missing", "nnUNetv2_plan_and_preprocess -d 990"]),
+    Row("train --submit slurm: read-only nnUNet_results", [*SLURM],
+        [f"{DATASET_NAME}/slurm cannot be made", "/results", "set nnUNet_results to a folder you can write"],
+        _folder("results"), {"nnUNet_results": "{tmp}/results"}, read_only=["{tmp}/results"]),
+    Row("train --submit slurm: --sbatch-args with a dependency",
+        [*SLURM, "--sbatch-args", "--dependency=afterok:123 -d afterok:4"],
+        ["--dependency=afterok:123: submit.sh gives each job its dependencies", "-d: submit.sh", "leave it out"],
+        None, {"nnUNet_results": "{tmp}/results"}),
+    Row("train --submit slurm: --sbatch-args set by the job scripts",
+        [*SLURM, "--sbatch-args", "--kill-on-invalid-dep=yes --output=o.log --error=e.log -J mine --array=0-3"],
+        ["--kill-on-invalid-dep=yes: submit.sh sets it", "--output=o.log: each job script writes its log",
+         "--error=e.log", "-J: each job script names its job", "--array=0-3: each job trains one model"],
+        None, {"nnUNet_results": "{tmp}/results"}),
+    Row("train --submit slurm: --gres=gpu:2 with --gpus 0",
+        [*SLURM, "--gpus", 0, "--device", "cpu", "--sbatch-args", "--gres=gpu:2"],
+        ["--gres=gpu:2 asks for 2 GPU(s) per job, --gpus for 0", "--gpus 2 --device cuda"],
+        None, {"nnUNet_results": "{tmp}/results"}),
     # predict
     Row("predict: empty input folder", [*PREDICT, "-i", "{tmp}/in", "-o", "{tmp}/out"],
         ["holds no case", "CASE_0000.nii.gz (CT)", "CASE_0001.nii.gz (PET)"], _folder("in"), PRIVATE),
@@ -382,10 +451,25 @@ ROWS = [
         CORRUPT),
     Row("export: output is a folder", [*EXPORT, "-f", 0, "-o", "{tmp}/models"], ["is a folder", "student.onnx"],
         _folder("models"), PRIVATE),
+    Row("export --zip: a MODEL_CARD.md the user wrote", [*ZIP, "--zip", "{tmp}/m.zip"],
+        [f"{TRAINER}__TeachFormerPlans__3d_fullres/MODEL_CARD.md", "not written by teachformer export",
+         "Move your file(s) out of that folder", "--overwrite"],
+        _zip_ready("results", card="# Notes on this model\nmine\n"), {"nnUNet_results": "{tmp}/results"}),
+    Row("export --zip: truncated checkpoint", [*ZIP, "--zip", "{tmp}/m.zip"],
+        ["cannot load the checkpoint", "fold_0/checkpoint_final.pth",
+         f"retrain fold 0 (nnUNetv2_train 990 3d_fullres 0 -p TeachFormerPlans -tr {TRAINER})", "the other folds with -f"],
+        _zip_ready("corrupt"), {"nnUNet_results": "{tmp}/results"}),
+    Row("export --zip: read-only nnUNet_results", [*ZIP, "--zip", "{tmp}/m.zip"],
+        [f"{TRAINER}__TeachFormerPlans__3d_fullres", "writes its model card into the model folder",
+         "nnUNet_results set to that folder"],
+        _zip_ready("results"), {"nnUNet_results": "{tmp}/results"}, read_only=["{tmp}/results"]),
     Row("export: model never trained", ["export", "-d", DATASET_ID, "-f", 0, "-o", "{tmp}/s.onnx"],
         ["TeachFormerTrainer__TeachFormerPlans__3d_fullres", "teachformer train -d 990 -f 0"], None, PRIVATE),
     # report
     Row("report: unknown id", ["report", "-d", 974], ["Unknown dataset id 974"]),
+    Row("report: read-only nnUNet_results", ["report", "-d", DATASET_ID, "--no-timing"],
+        [f"{DATASET_NAME}/teachformer_report cannot be made", "/results", "-o"], _folder("results"),
+        {"nnUNet_results": "{tmp}/results"}, read_only=["{tmp}/results"]),
     Row("report: nothing trained", ["report", "-d", DATASET_ID, "-o", "{tmp}/report"], ["teachformer train"], None,
         {"nnUNet_results": "{tmp}/results"}),
 ]
@@ -403,10 +487,11 @@ def _snapshot(*roots: Path) -> dict:
     return state
 
 
-def _run(args, capfd):
-    """Exit status and output of `teachformer args` (in this process) or of another console script."""
-    if args[0] != "teachformer":
-        result = run_cli([console_script(args[0]), *args[1:]], env=os.environ.copy(), check=False)
+def _run(args, capfd, prefix=()):
+    """Exit status and output of `teachformer args` (in this process) or of another console script (or of either
+    run under ``prefix``, as a subprocess)."""
+    if args[0] != "teachformer" or prefix:
+        result = run_cli([*prefix, console_script(args[0]), *args[1:]], env=os.environ.copy(), check=False)
         return result.returncode, result.stdout + result.stderr
     from nnunet_teachformer.cli import main
     capfd.readouterr()
@@ -435,7 +520,8 @@ def test_bad_input_is_refused_in_one_paragraph(row, world, tmp_path, capfd, monk
     watched = [Path(p) for p in world.dirs.values()] + [world.root, tmp_path]
     before = _snapshot(*watched)
 
-    code, output = _run(args, capfd)
+    with _read_only([Path(p.format(**subs)) for p in row.read_only]) as prefix:
+        code, output = _run(args, capfd, prefix)
 
     assert code not in (0, None), f"{row.name}: exit status {code}\n{output[-3000:]}"
     if args[0] == "teachformer":
@@ -576,3 +662,21 @@ def test_ctrl_c_leaves_no_raw_folder_it_created(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic, "write_case", ctrl_c)
     _interrupted_convert(tmp_path / "new_raw")
     assert os.listdir(tmp_path) == []
+
+
+def test_export_zip_replaces_only_its_own_model_card(world, tmp_path, monkeypatch, capfd):
+    """The card export wrote is replaced by the next export; once edited it is kept, until --overwrite."""
+    from nnunet_teachformer.cli import main
+
+    _zip_ready("results")(world, tmp_path)
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    card = tmp_path / "results" / world.model.relative_to(world.results) / "MODEL_CARD.md"
+    export = [*map(str, ZIP), "--zip", str(tmp_path / "m.zip")]
+    assert main(export) == 0 and zipfile.ZipFile(tmp_path / "m.zip").testzip() is None
+    assert main(export) == 0, capfd.readouterr().err  # its own card, unchanged: replaced without a word
+    card.write_text(card.read_text() + "\nReviewed by the radiology team.\n")
+    capfd.readouterr()
+    assert main(export) == 2 and "not written by teachformer export (or edited since)" in capfd.readouterr().err
+    assert "Reviewed by the radiology team." in card.read_text()
+    assert main([*export, "--overwrite"]) == 0
+    assert "Reviewed" not in card.read_text() and card.read_text().startswith("# Model card")

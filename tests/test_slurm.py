@@ -196,6 +196,49 @@ def test_job_scripts_ask_for_gpus_and_pass_sbatch_options(phantom, tmp_path, cap
     assert result.returncode == 2 and "sbatch is not on PATH" in result.stderr, result.stderr
 
 
+def _sbatch_arguments(line):
+    """The arguments sbatch reads from one ``#SBATCH`` line, split as ``_get_argument`` in sbatch's opt.c does (no
+    shell): quotes group, a backslash escapes the next character, even inside quotes; an unquoted # ends it."""
+    args, arg, quote, escaped = [], None, None, False
+    for c in line[len("#SBATCH"):]:
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+            continue
+        elif quote:
+            if c == quote:
+                quote = None
+                continue
+        elif c in "\"'":
+            quote, arg = c, arg or ""
+            continue
+        elif c == "#":
+            break
+        elif c.isspace():
+            args += [arg] if arg is not None else []
+            arg = None
+            continue
+        arg = (arg or "") + c
+    return args + ([arg] if arg is not None else [])
+
+
+def test_job_scripts_keep_paths_with_spaces_and_quotes_whole(phantom, tmp_path, monkeypatch):
+    results = tmp_path / "nnU-Net results \"v2\" 100%"
+    monkeypatch.setenv("nnUNet_results", str(results))
+    assert teachformer_main(["train", "-d", str(DATASET_ID), "-f", "0", "--teachers", "unetr", "--preset", "tiny",
+                             "--submit", "slurm", "--write-only",
+                             "--sbatch-args", "--comment='a study' --gres=gpu:a100:1"]) == 0
+    name = _name(TEACHER, 0)
+    script = (results / DATASET_NAME / "slurm" / f"{name}.sh").read_text()
+    sbatch = [arg for line in script.splitlines() if line.startswith("#SBATCH") for arg in _sbatch_arguments(line)]
+    log = str(results / DATASET_NAME / "slurm" / "logs" / name).replace("%", "%%")
+    assert f"--output={log}_%j.out" in sbatch, sbatch
+    assert "--comment=a study" in sbatch
+    assert [a for a in sbatch if a.startswith("--gres")] == ["--gres=gpu:a100:1"]  # the user's GPU type, not ours
+    assert subprocess.run(["bash", "-n", results / DATASET_NAME / "slurm" / f"{name}.sh"]).returncode == 0
+
+
 def test_status_without_a_submission_names_each_role_from_the_trainer_class(tmp_path):
     """A results tree no SLURM submission made (models trained by hand): each row's role is the trainer class's,
     as the report classifies it (``evaluation.results.role_of``). Needs no SLURM."""

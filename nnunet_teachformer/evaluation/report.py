@@ -45,7 +45,7 @@ from nnunet_teachformer.evaluation.results import (DISTILLED_PREFIX, ROLE_DISTIL
                                                    ROLE_TEACHER, ROLE_UNKNOWN, DatasetFolders, ModelResults,
                                                    dataset_folders, discover_models, missing_models)
 from nnunet_teachformer.evaluation.statistics import PairedTest, case_scores, holm_corrected, paired_test
-from nnunet_teachformer.nnunet_paths import Fold
+from nnunet_teachformer.nnunet_paths import Fold, check_writable
 
 REPORT_FOLDER = "teachformer_report"
 DEFAULT_REFERENCE = DISTILLED_PREFIX  # the paper's distilled student
@@ -186,6 +186,9 @@ def build_report(dataset, folds: Sequence[Fold] = (0, 1, 2, 3, 4), output=None, 
         raise TeachFormerError("--device cuda, but PyTorch sees no CUDA device here; time on the CPU with --device "
                                "cpu, or skip the timing with --no-timing.")
     folders = dataset_folders(dataset)
+    output = Path(output) if output else folders.results / REPORT_FOLDER
+    check_writable(output, "Give -o a folder you can write." if output != folders.results / REPORT_FOLDER
+                   else "Write the report to a folder you can write with -o, e.g. -o ~/teachformer_report.")
     models = discover_models(folders, folds, log=log)
     dataset_json = load_json(str(models[0].folder / "dataset.json"))
     label_names = {v: k for k, v in dataset_json["labels"].items() if isinstance(v, int)}
@@ -195,7 +198,6 @@ def build_report(dataset, folds: Sequence[Fold] = (0, 1, 2, 3, 4), output=None, 
     rows = [ModelRow(m, labels) for m in sorted(models, key=lambda m: (order.index(m.role), m.name))]
     reference_row, reference_rule = declared_reference(rows, reference)  # before any slow work or writing
     log(f"reference for the paired tests: {reference_rule}")
-    output = Path(output) if output else folders.results / REPORT_FOLDER
     output.mkdir(parents=True, exist_ok=True)
     for row in rows:
         m = row.model

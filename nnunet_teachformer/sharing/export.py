@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from nnunet_teachformer.errors import TeachFormerError
-from nnunet_teachformer.nnunet_paths import check_folds, model_folder, resolve_dataset, train_command, trained_folds
+from nnunet_teachformer.nnunet_paths import (check_folds, check_writable, model_folder, resolve_dataset, train_command,
+                                             trained_folds)
 from nnunet_teachformer.optional_imports import optional_import
 from nnunet_teachformer.sharing.model_card import NORMALIZATION_RECIPES
 
@@ -217,14 +218,16 @@ def _zip_folds(folder: Path, folds: Optional[Sequence], checkpoint: str) -> list
 def export_model_zip(dataset, output: Union[str, os.PathLike], folds: Optional[Sequence] = None,
                      trainer: str = "TeachFormerTrainer", plans: str = "TeachFormerPlans",
                      configuration: str = "3d_fullres", checkpoint: str = "checkpoint_final.pth",
-                     timing: bool = True) -> dict:
+                     timing: bool = True, overwrite: bool = False) -> dict:
     """Writes the model card into the model folder and ``output`` (.zip): nnU-Net's export plus card and teacher
-    records. ``folds``: default every fold with ``checkpoint``. Returns the card."""
+    records. ``folds``: default every fold with ``checkpoint``. A card in the folder that this function did not
+    write is replaced only with ``overwrite``. Returns the card."""
     from nnunetv2.model_sharing.model_export import export_pretrained_model
     from nnunetv2.paths import nnUNet_raw
 
     from nnunet_teachformer.evaluation.results import find_trainer_class
-    from nnunet_teachformer.sharing.model_card import build_model_card, write_model_card
+    from nnunet_teachformer.inference.predict import check_checkpoint
+    from nnunet_teachformer.sharing.model_card import build_model_card, foreign_card_files, write_model_card
     from nnunet_teachformer.trainers.teachformer import TEACHERS_FILE
 
     _, dataset_name = resolve_dataset(dataset, need_raw=False)
@@ -248,12 +251,24 @@ def export_model_zip(dataset, output: Union[str, os.PathLike], folds: Optional[S
     if trainer_class is None:
         raise TeachFormerError(f"nnU-Net cannot find the trainer class {trainer} (nnUNet_extTrainer="
                                f"{os.environ.get('nnUNet_extTrainer', '')}); run `eval \"$(teachformer env)\"`.")
+    foreign = [] if overwrite else foreign_card_files(folder)
+    if foreign:
+        raise TeachFormerError(
+            f"{' and '.join(map(str, foreign))}: not written by teachformer export (or edited since), and the export "
+            f"writes its model card (MODEL_CARD.md, model_card.json) into {folder}. Move your file(s) out of that "
+            f"folder to keep them, or add --overwrite to replace them.")
+    output = Path(output)
+    check_writable(folder, "The export writes its model card into the model folder: make it writable, or "
+                           f"copy {folder.parent} into a folder you can write and export with nnUNet_results set to that folder.")
+    check_writable(output.parent, "Give --zip a path in a folder you can write.")
+    for fold in folds:
+        check_checkpoint(folder / f"fold_{fold}" / checkpoint,
+                         f"retrain fold {fold} ({train.replace('<fold>', str(fold))}), or export the other folds with -f")
 
     raw_folder = Path(nnUNet_raw.get(), dataset_name) if nnUNet_raw.is_set() else None
     card = build_model_card(folder, trainer_class, configuration, folds, checkpoint, raw_folder, timing)
     card_paths = write_model_card(folder, card)
 
-    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
     results_root = folder.parent.parent

@@ -2,7 +2,9 @@
 it works, what it expects as input, and what it must not be used for.
 
 ``teachformer export --zip`` writes it into the model folder as ``MODEL_CARD.md`` and ``model_card.json``
-(the same facts, for people and for programs) and packs both into the zip. The facts:
+(the same facts, for people and for programs) and packs both into the zip. model_card.json also records
+the SHA-256 of MODEL_CARD.md as written: the next export replaces the card only while that hash still matches
+(a card someone wrote or edited is kept, unless ``--overwrite``). The facts:
 
 - model: dataset, trainer, plans, configuration, folds, checkpoint, the versions it was exported with;
 - teachers per fold: ``fold_X/teachers.json`` as the distillation run wrote it (trainer, checkpoint, and the
@@ -16,6 +18,7 @@ it works, what it expects as input, and what it must not be used for.
 - input: target spacing, patch size, channels and their normalisation, labels, file ending;
 - intended use, and that the model is not for clinical use.
 """
+import hashlib
 import json
 import math
 import os
@@ -29,6 +32,7 @@ from nnunet_teachformer.nnunet_paths import dataset_id, model_identifier
 MODEL_CARD_MD = "MODEL_CARD.md"
 MODEL_CARD_JSON = "model_card.json"
 CARD_FILES = (MODEL_CARD_MD, MODEL_CARD_JSON)
+MARKDOWN_HASH = "markdown_sha256"
 
 NOT_FOR_CLINICAL_USE = (
     "NOT FOR CLINICAL USE. This model is a research artefact, not a medical device: it has not been cleared or "
@@ -275,11 +279,35 @@ def _json_safe(value):
     return value
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def foreign_card_files(folder) -> list:
+    """The card files in ``folder`` that ``write_model_card`` did not write, or that were edited since: someone's
+    own text, which an export must not replace. Ours: a model_card.json with ``card_format`` whose
+    ``markdown_sha256`` is the hash of MODEL_CARD.md as it is now."""
+    markdown, record_file = Path(folder) / MODEL_CARD_MD, Path(folder) / MODEL_CARD_JSON
+    try:
+        record = json.loads(record_file.read_text())
+    except (OSError, ValueError):
+        record = None
+    ours = isinstance(record, dict) and "card_format" in record
+    foreign = [record_file] if record_file.exists() and not ours else []
+    if markdown.exists() and not (ours and markdown.is_file()
+                                  and record.get(MARKDOWN_HASH) == _sha256(markdown.read_text(errors="replace"))):
+        foreign.insert(0, markdown)
+    return foreign
+
+
 def write_model_card(folder, card: dict) -> list:
-    """Writes MODEL_CARD.md and model_card.json into ``folder``; returns their paths."""
+    """Writes MODEL_CARD.md and model_card.json (with the Markdown's hash: see ``foreign_card_files``) into
+    ``folder``; returns their paths."""
     folder = Path(folder)
     paths = [folder / MODEL_CARD_MD, folder / MODEL_CARD_JSON]
-    for path, text in zip(paths, (render_markdown(card), json.dumps(_json_safe(card), indent=2))):
+    markdown = render_markdown(card)
+    record = {**_json_safe(card), MARKDOWN_HASH: _sha256(markdown)}
+    for path, text in zip(paths, (markdown, json.dumps(record, indent=2))):
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)

@@ -22,9 +22,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.nnunet_paths import check_writable
 from nnunet_teachformer.study.run import ModelRun
 
 SLURM_FOLDER = "slurm"
@@ -49,17 +50,74 @@ def _executable(name: str) -> str:
     return str(path) if path.exists() else (shutil.which(name) or name)
 
 
+# sbatch options that the job scripts or submit.sh set themselves -> why --sbatch-args must not set them too
+SET_BY_THE_STUDY = {
+    "--dependency": "submit.sh gives each job its dependencies (students afterok on their fold's teachers, the "
+                    "report afterany on every job); another dependency would break that order",
+    "--kill-on-invalid-dep": "submit.sh sets it on each student (cancelled when a teacher fails)",
+    "--output": "each job script writes its log to logs/<job>_<id>.out, where teachformer status finds it",
+    "--error": "each job script keeps its errors in its log, logs/<job>_<id>.out, where teachformer status finds them",
+    "--job-name": "each job script names its job after its model and fold",
+    "--array": "each job trains one model: an array would train the same model several times at once",
+    "--gpus": "GPUs are asked for with teachformer's --gpus N (it writes --gres=gpu:N and runs nnU-Net's "
+              "-num_gpus N)",
+    "--gpus-per-node": "GPUs are asked for with teachformer's --gpus N",
+    "--gpus-per-task": "GPUs are asked for with teachformer's --gpus N",
+}
+SHORT_OPTIONS = {"-d": "--dependency", "-o": "--output", "-e": "--error", "-J": "--job-name", "-a": "--array",
+                 "-G": "--gpus"}
+
+
+def _option_name(arg: str) -> str:
+    """The long name of an sbatch option as given: --name=value, --name, -xVALUE or -x."""
+    if arg.startswith("--"):
+        return arg.split("=", 1)[0]
+    return SHORT_OPTIONS.get(arg[:2], arg[:2])
+
+
+def _gres_gpus(arg: str) -> Optional[int]:
+    """GPUs per node that a --gres=... option asks for (gpu, gpu:N, gpu:TYPE:N); None if it asks for none."""
+    if not arg.startswith("--gres="):
+        return None
+    for item in arg[len("--gres="):].split(","):
+        parts = item.split(":")
+        if parts[0] == "gpu":
+            return int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
+    return None
+
+
+def check_sbatch_args(args: Sequence[str], gpus: int) -> None:
+    """TeachFormerError naming each option of ``--sbatch-args`` that contradicts the job graph or ``--gpus``."""
+    clashes = [f"{arg}: {SET_BY_THE_STUDY[_option_name(arg)]}; leave it out" for arg in args
+               if _option_name(arg) in SET_BY_THE_STUDY]
+    clashes += [f"{arg} asks for {n} GPU(s) per job, --gpus for {gpus}: give the number with --gpus {n} --device "
+                f"{'cuda' if n else 'cpu'} (and a GPU type as --gres=gpu:TYPE:{n})"
+                for arg in args if (n := _gres_gpus(arg)) is not None and n != gpus]
+    if clashes:
+        raise TeachFormerError(f"--sbatch-args contradicts the job scripts: {'; '.join(clashes)}.")
+
+
+def sbatch_quote(value: str) -> str:
+    """``value`` as one argument of an ``#SBATCH`` line. sbatch splits these lines itself, not with a shell: double
+    or single quotes group, a backslash escapes the next character, even inside quotes (``_get_argument`` in
+    sbatch's opt.c), and an unquoted # starts a comment."""
+    if not any(c.isspace() or c in "\"'\\#" for c in value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _header(name: str, slurm_name: str, folder: Path, gpus: int, sbatch_args: Sequence[str], what: str) -> List[str]:
+    log = str(folder / "logs" / name).replace("%", "%%")  # sbatch expands %j etc. in file names; %% is a %
     lines = ["#!/bin/bash",
              f"# {what}",
              "# Written by `teachformer train --submit slurm`. Submit the study with submit.sh (it sets the",
              "# dependencies between the jobs); `teachformer status -d <dataset>` shows where it stands.",
              f"#SBATCH --job-name={slurm_name}",
-             f"#SBATCH --output={folder / 'logs' / name}_%j.out",
+             f"#SBATCH --output={sbatch_quote(log + '_%j.out')}",
              "#SBATCH --ntasks=1"]
-    if gpus:
+    if gpus and not any(_gres_gpus(arg) is not None for arg in sbatch_args):  # the user's --gres names a GPU type
         lines.append(f"#SBATCH --gres=gpu:{gpus}")
-    lines += [f"#SBATCH {arg}" for arg in sbatch_args]
+    lines += [f"#SBATCH {sbatch_quote(arg)}" for arg in sbatch_args]
     lines += [f"export {k}={shlex.quote(os.environ[k])}" for k in NNUNET_PATHS if k in os.environ]
     return lines
 
@@ -150,6 +208,7 @@ def write_study(runs: Sequence[ModelRun], dataset_id, dataset_name: str, folds: 
         extra = shlex.split(sbatch_args)
     except ValueError as e:
         raise TeachFormerError(f"--sbatch-args {sbatch_args!r} cannot be split like a shell line ({e}).") from e
+    check_sbatch_args(extra, gpus)
     bad = [a for a in extra if not a.startswith("-")]
     if bad:
         raise TeachFormerError(f"--sbatch-args takes sbatch options such as \"--partition=gpu --time=48:00:00\"; "
@@ -158,6 +217,9 @@ def write_study(runs: Sequence[ModelRun], dataset_id, dataset_name: str, folds: 
     todo = [r for r in runs if not r.finished]
     if not todo:
         return []
+    check_writable(folder, f"The job scripts are written there and the jobs train into nnUNet_results "
+                           f"({folder.parent.parent}): make it writable, or set nnUNet_results to a folder you can "
+                           f"write, with the dataset's models copied there.")
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     jobs = []
     teachers: Dict[int, List[str]] = {}
