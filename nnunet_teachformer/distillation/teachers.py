@@ -191,11 +191,13 @@ def _provenance_problem(run: StudentRun, ref: TeacherRef, path: Path, checkpoint
     validation = set(run.validation_cases)
     leaked = sorted(seen_cases(record) & validation)
     if leaked:
-        source = "nnU-Net's splits_final.json" if derived else "its record"
+        source = (f"its checkpoint says fold {record.get('fold')}, whose training cases in nnU-Net's "
+                  f"splits_final.json include them") if derived else \
+            f"its record says fold {record.get('fold')}, another split or fold"
         return (f"- teacher {ref.trainer}: {path} learnt from {len(leaked)} of the student's fold-{run.fold} "
-                f"validation cases (e.g. {', '.join(leaked[:3])}; {source} says it trained on fold "
-                f"{record.get('fold')}, another split or fold); its knowledge would leak into the student's "
-                f"validation Dice. Use the fold-{run.fold} model, trained with: {run.train_command(ref.trainer)}")
+                f"validation cases (e.g. {', '.join(leaked[:3])}; {source}); its knowledge would leak into the "
+                f"student's validation Dice. Use the fold-{run.fold} model, trained with: "
+                f"{run.train_command(ref.trainer)}")
     if ref.checkpoint == BEST_CHECKPOINT:
         # checkpoint_best was chosen by nnU-Net's pseudo Dice on the cases the model monitored: the inner
         # hold-out where there is one, else (nnU-Net's own trainers, early_stopping_patience = None) the fold's
