@@ -207,8 +207,8 @@ def _provenance_problem(run: StudentRun, ref: TeacherRef, path: Path, checkpoint
         if selected_on:
             return (f"- teacher {ref.trainer}: {path} was selected by nnU-Net on its fold's validation cases "
                     f"({len(selected_on)} of the student's, e.g. {', '.join(selected_on[:3])}): the model was trained "
-                    f"without an inner hold-out, so its best epoch was picked by the Dice of the very cases the student is "
-                    f"validated on. Use its last epoch, which nothing selected: {ref.trainer}:checkpoint_final.pth "
+                    f"without an inner hold-out, so its best epoch was picked by the Dice of the very cases the "
+                    f"student is validated on. Use its last epoch, which nothing selected: {ref.trainer}:checkpoint_final.pth "
                     f"(teachformer distill -chk checkpoint_final.pth, the default)")
     return None
 

@@ -105,9 +105,10 @@ def check_output_folder(output: Path, cases: Sequence[str], dataset_json: dict, 
     if (output / "dataset.json").is_file() and not (output / PREDICTION_RECORD).is_file():
         clashes.append(output / "dataset.json")
     if clashes:
+        shown = ", ".join(p.name for p in clashes[:3]) + (", ..." if len(clashes) > 3 else "")
         raise TeachFormerError(f"output folder {output} already holds {len(clashes)} file(s) this prediction would "
-                               f"write ({', '.join(p.name for p in clashes[:3])}{', ...' if len(clashes) > 3 else ''}); "
-                               f"nothing was changed. Give another folder, or pass --overwrite to replace them.")
+                               f"write ({shown}); nothing was changed. Give another folder, or pass --overwrite to "
+                               f"replace them.")
 
 
 def _undo_output(output: Path, existed_before: set) -> None:
@@ -144,7 +145,8 @@ def _postprocess(output: Path, cases: Sequence[str], dataset_json: dict, model: 
         load_postprocess_save(segmentation, segmentation, reader_writer, pp_fns, pp_fn_kwargs)
 
 
-def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[Fold], trainer: str = "TeachFormerTrainer",
+def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[Fold],
+            trainer: str = "TeachFormerTrainer",
             plans: str = "TeachFormerPlans", configuration: str = "3d_fullres", device: str = "cuda",
             save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth", tta: bool = True,
             processes: Optional[int] = None, cpu_path: str = "auto", postprocessing: bool = True,
