@@ -145,7 +145,8 @@ def _distill(a):
     run_study(runs)
     folds = sort_folds(r.fold for r in runs)
     cross_validated = any(f != "all" for f in folds)  # the paired tests need numbered folds
-    _print_report(a.dataset, folds, reference=runs[-1].trainer if cross_validated else None,
+    # the student's model folder names the reference unambiguously (the dataset may hold it on other plans too)
+    _print_report(a.dataset, folds, reference=runs[-1].folder.parent.name if cross_validated else None,
                   device="cuda" if a.device == "cuda" else "cpu", timing=not a.no_timing, mirroring=True)
     print(f"\nPredict with the distilled student:\n    {predict_command(a.dataset, runs, plans, a.configuration)}"
           f" --device {a.device}")
