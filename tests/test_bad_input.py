@@ -10,7 +10,7 @@ point (an exception escaping it fails the row, as a traceback would); rows namin
 Predict and export use a model fabricated in nnU-Net's checkpoint format (HDenseFormerLightTrainer_tiny,
 initialised, not trained) in a private nnUNet_results: every row is refused before its weights matter, and
 ``test_valid_input_predicts_every_case`` shows the checks let the phantom's own held-out cases through.
-Destructive rows use copies of the phantom (ids 966-967, 975-989); dataset 990 is never changed.
+Destructive rows use copies of the phantom (ids 966-968, 975-989); dataset 990 is never changed.
 """
 import contextlib
 import gzip
@@ -374,6 +374,11 @@ ROWS = [
         ["nnUNetv2_train", INTERRUPTED_ID, CONFIG, 0, "-p", TEACHFORMER_PLANS, "-tr", TRAINER, "-device", "cpu"],
         ["is incomplete", "PHANTOM_003", f"teachformer plan -d {INTERRUPTED_ID} -c 3d_fullres"],
         lambda w, tmp: _interrupted_preprocessing(w, INTERRUPTED_ID), PRIVATE),
+    Row("nnUNetv2_train: a teacher checkpoint that does not exist",
+        ["nnUNetv2_train", DATASET_ID, CONFIG, 0, "-p", TEACHFORMER_PLANS, "-tr", "TeachFormerTrainer_tiny", "-device",
+         "cpu"], [f"{TRAINER}__{TEACHFORMER_PLANS}__{CONFIG}/fold_0/nope.pth does not exist",
+                  "the folder holds checkpoint_final.pth", f"({TRAINER}:checkpoint_final.pth)"],
+        None, {**PRIVATE, "TEACHFORMER_TEACHERS": f"{TRAINER}:nope.pth"}),
     Row("nnUNetv2_train: stale preprocessed data",
         ["nnUNetv2_train", STALE_ID, CONFIG, 0, "-p", TEACHFORMER_PLANS, "-tr", TRAINER, "-device", "cpu"],
         ["is stale", "PHANTOM_000 changed", f"teachformer plan -d {STALE_ID} -c 3d_fullres"], env=PRIVATE),
@@ -662,6 +667,24 @@ def test_ctrl_c_leaves_no_raw_folder_it_created(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic, "write_case", ctrl_c)
     _interrupted_convert(tmp_path / "new_raw")
     assert os.listdir(tmp_path) == []
+
+
+def test_ctrl_c_while_planning_prints_one_line_and_trainers_say_what_completes_it(world, monkeypatch, capfd):
+    from nnunet_teachformer.cli import main
+    from nnunet_teachformer.planners import plan
+
+    _copy_phantom(world.dirs, 968)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plan, "preprocess_dataset", ctrl_c)
+    capfd.readouterr()
+    assert main(["plan", "-d", "968", "-c", CONFIG, "-np", "1"]) == 130
+    err = capfd.readouterr().err
+    assert "teachformer plan: interrupted" in err and err.strip().count("\n") == 0 and "Traceback" not in err
+    with pytest.raises(Exception, match="teachformer plan -d 968 -c 3d_fullres"):
+        plan.check_preprocessed(968, TEACHFORMER_PLANS, CONFIG)  # what every trainer of the package checks first
 
 
 def test_export_zip_replaces_only_its_own_model_card(world, tmp_path, monkeypatch, capfd):
