@@ -135,10 +135,11 @@ class TeachFormerTrainer(ArchitectureTrainer):
                 f"check the spelling, or install the package that defines your trainer.")
 
     def on_train_start(self):
+        splits_made_now = not isfile(self._splits_file())  # nnU-Net's do_split writes it for the teachers' check
         try:
             self._start_teachers()
         except TeachFormerError:
-            self._remove_this_runs_files()
+            self._remove_this_runs_files(splits_made_now)
             raise
         super().on_train_start()
 
@@ -187,12 +188,14 @@ class TeachFormerTrainer(ArchitectureTrainer):
             f"teacher set, so that its results stay attributable. Continue with the original set, or remove "
             f"{folder} to start this fold again with the new one (or give the new set its own trainer variant).")
 
-    def _remove_this_runs_files(self):
-        """A refused start leaves nothing behind: this run's log, and the folders nnU-Net created for it if empty."""
+    def _remove_this_runs_files(self, splits_made_now: bool):
+        """A refused start leaves nothing behind: this run's log, the split file if this run made it (nnU-Net makes
+        the same again), and the folders nnU-Net created for it if empty."""
         if self.local_rank != 0:
             return
-        if isfile(self.log_file):
-            os.remove(self.log_file)
+        for path in [self.log_file] + ([self._splits_file()] if splits_made_now else []):
+            if isfile(path):
+                os.remove(path)
         for folder in (self.output_folder, self.output_folder_base):
             if os.path.isdir(folder) and not os.listdir(folder):
                 os.rmdir(folder)
@@ -213,8 +216,10 @@ class TeachFormerTrainer(ArchitectureTrainer):
         return dummy_context()
 
     def _load_splits(self) -> List[dict]:
-        splits_file = join(self.preprocessed_dataset_folder_base, "splits_final.json")
-        return load_json(splits_file) if isfile(splits_file) else []
+        return load_json(self._splits_file()) if isfile(self._splits_file()) else []
+
+    def _splits_file(self) -> str:
+        return join(self.preprocessed_dataset_folder_base, "splits_final.json")
 
     def _autocast(self):
         return torch.autocast(self.device.type) if self.device.type == "cuda" else dummy_context()
