@@ -242,7 +242,7 @@ def _predict_parser(sub):
 
 def _evaluate_hecktor21(a):
     from nnunet_teachformer.evaluation.hecktor21 import evaluate_hecktor21
-    scores = evaluate_hecktor21(a.predictions, a.source, resampled_out=a.resampled_out)
+    scores = evaluate_hecktor21(a.predictions, a.source, resampled_out=a.resampled_out, overwrite=a.overwrite)
     print(scores.table())
     if a.resampled_out:
         print(f"Predictions on their original CT grids (the challenge's submission format): {a.resampled_out}")
@@ -267,6 +267,7 @@ def _evaluate_parser(sub):
                                                    "(hecktor_nii/ with the GTVt labels, hecktor2021_bbox_training.csv)")
     p.add_argument("--resampled-out", default=None, metavar="DIR",
                    help="also write each prediction on its original CT grid here (the challenge's submission format)")
+    p.add_argument("--overwrite", action="store_true", help="replace files of the same names in --resampled-out")
     p.set_defaults(func=_evaluate_hecktor21)
 
     p = evaluate.add_parser("picai22", help="PI-CAI 2022: csPCa detection from nnU-Net's probabilities (npz) with "
@@ -289,7 +290,7 @@ def _evaluate_parser(sub):
 
 def _report(a):
     _print_report(a.dataset, a.folds, output=a.output, reference=a.reference, device=a.device,
-                  timing=not a.no_timing, mirroring=not a.disable_tta)
+                  timing=not a.no_timing, mirroring=not a.disable_tta, overwrite=a.overwrite)
 
 
 def _print_report(dataset, folds, **options):
@@ -323,6 +324,8 @@ def _report_parser(sub):
                    help="device for the inference timing (default: cuda if available, else cpu)")
     p.add_argument("--no-timing", action="store_true", help="skip the inference timing (slow for big models on CPU)")
     p.add_argument("--disable-tta", action="store_true", help="time without mirroring test-time augmentation")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an -o folder that holds other files than an earlier report's")
     p.set_defaults(func=_report)
 
 
@@ -358,7 +361,8 @@ def _export(a):
     if not a.fold or len(a.fold) != 1:
         raise TeachFormerError("ONNX export (-o/--onnx) takes exactly one fold: add e.g. -f 0.")
     meta = export_student(a.dataset, a.fold[0], a.onnx, trainer=a.trainer, plans=a.plans,
-                          configuration=a.configuration, opset=a.opset, checkpoint=a.checkpoint, tolerance=a.tolerance)
+                          configuration=a.configuration, opset=a.opset, checkpoint=a.checkpoint, tolerance=a.tolerance,
+                          overwrite=a.overwrite)
     check = meta["verification"]
     print(f"Wrote {a.onnx} (opset {a.opset}, input {meta['input']['shape']}) and its input contract "
           f"{Path(a.onnx).with_suffix('.json')}; onnxruntime vs PyTorch: max |logit difference| "
@@ -380,7 +384,8 @@ def _export_parser(sub):
     p.add_argument("--checkpoint", default="checkpoint_final.pth")
     p.add_argument("--no-timing", action="store_true", help="--zip: leave the CPU time per case out of the card")
     p.add_argument("--overwrite", action="store_true",
-                   help="--zip: replace a MODEL_CARD.md/model_card.json in the model folder that export did not write")
+                   help="replace an existing -o file (and its .json); --zip: also a MODEL_CARD.md/model_card.json in "
+                        "the model folder that export did not write")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; the exporter supports 9-20)")
     p.add_argument("--tolerance", type=float, default=1e-3,
                    help="largest accepted |logit difference| between onnxruntime and PyTorch (default 1e-3)")

@@ -142,3 +142,27 @@ def check_writable(folder: Union[str, os.PathLike], fix: str) -> None:
         why = ("is on a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY
                else "is not writable for you (its permissions)")
         raise TeachFormerError(f"{where} {why}. {fix}")
+
+
+RAW_DATA_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")  # a raw dataset's own files
+
+
+def check_not_raw_data(folder: Union[str, os.PathLike], flag: str) -> None:
+    """TeachFormerError when ``folder`` is one of a raw dataset's image or label folders: an output there would
+    replace or mix with the dataset's own files, whatever ``--overwrite`` says."""
+    folder = Path(folder).absolute()
+    if folder.name in RAW_DATA_FOLDERS and (folder.parent / "dataset.json").is_file():
+        raise TeachFormerError(f"{flag} {folder} is the {folder.name} folder of the raw dataset {folder.parent}: "
+                               f"the output would overwrite or mix with the dataset's own images and labels. Give a "
+                               f"folder of its own, e.g. {flag} {folder.parent / 'predictions'}.")
+
+
+def refuse_replacing(paths: Iterable[Union[str, os.PathLike]], overwrite: bool, flag: str) -> None:
+    """TeachFormerError listing the ``paths`` that exist already, unless ``overwrite``: a command replaces only
+    files it made in the same run, or the user's when they pass ``--overwrite``. Called before anything is
+    written, so a refusal changes nothing."""
+    existing = [Path(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        shown = ", ".join(str(p) for p in existing[:3]) + (", ..." if len(existing) > 3 else "")
+        raise TeachFormerError(f"{flag}: {len(existing)} file(s) this command would write exist already ({shown}); "
+                               f"nothing was changed. Give another {flag}, or pass --overwrite to replace them.")

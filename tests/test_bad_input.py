@@ -226,6 +226,30 @@ def _hecktor_prediction_without_header(w, tmp):
     return {}
 
 
+def _hecktor_predictions(existing_output: Optional[str] = None):
+    """Two converted cases' labels as predictions on their crop grids in {tmp}/pred (scorable), the converted dataset
+    in {tmp}/raw; ``existing_output``: a file the user has at {tmp}/<existing_output>."""
+    def setup(w, tmp):
+        from test_conversion_hecktor21 import GOOD_TRAIN, convert, make_archive
+        dataset = convert(make_archive(tmp / "src", train=GOOD_TRAIN[:2]), tmp / "raw")
+        (tmp / "pred").mkdir()
+        for case in GOOD_TRAIN[:2]:
+            shutil.copy(dataset / "labelsTr" / f"{case}.nii.gz", tmp / "pred" / f"{case}.nii.gz")
+        if existing_output:
+            (tmp / existing_output).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / existing_output).write_bytes(b"a submission the user keeps")
+        return {"dataset": dataset}
+    return setup
+
+
+def _user_file(name):
+    def setup(w, tmp):
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_text("mine")
+        return {}
+    return setup
+
+
 def _picai_graded_labels(w, tmp):
     """Two PI-CAI cases whose labels hold ISUP grades (3) instead of 1, with fitting probabilities."""
     from test_evaluation_picai import LESION, SHAPE, _box, _write_label, _write_probabilities
@@ -322,6 +346,15 @@ ROWS = [
          "from origin (0, 0, 0) mm, not the converted 1 mm crop grid of this case, 24 x 24 x 24 voxels of 1 x 1 x 1 mm "
          "from origin (-4, -14, -11) mm", "copy the header of imagesTr/CHGJ001_0000.nii.gz"],
         _hecktor_prediction_without_header),
+    Row("evaluate hecktor21 --resampled-out: files the user has",
+        ["evaluate", "hecktor21", "--predictions", "{tmp}/pred", "--source", "{tmp}/src/hecktor2021_train",
+         "--resampled-out", "{tmp}/back"],
+        ["--resampled-out: 1 file(s) this command would write exist already", "back/CHGJ001.nii.gz",
+         "nothing was changed", "--overwrite"], _hecktor_predictions("back/CHGJ001.nii.gz")),
+    Row("evaluate hecktor21 --resampled-out: a raw dataset's labelsTr",
+        ["evaluate", "hecktor21", "--predictions", "{tmp}/pred", "--source", "{tmp}/src/hecktor2021_train",
+         "--resampled-out", "{dataset}/labelsTr"],
+        ["--resampled-out", "labelsTr folder of the raw dataset", "predictions"], _hecktor_predictions()),
     Row("evaluate picai22: labels not 0/1", ["evaluate", "picai22", "--predictions", "{tmp}/npz", "--labels",
                                              "{tmp}/labels"],
         ["1 of 2 cases cannot be scored", "10001_11001: ", "labels/10001_11001.nii.gz holds the label values 0, 3",
@@ -468,6 +501,11 @@ ROWS = [
         [f"{TRAINER}__TeachFormerPlans__3d_fullres", "writes its model card into the model folder",
          "nnUNet_results set to that folder"],
         _zip_ready("results"), {"nnUNet_results": "{tmp}/results"}, read_only=["{tmp}/results"]),
+    Row("export -o: an ONNX file the user has", [*EXPORT, "-f", 0, "-o", "{tmp}/s.onnx"],
+        ["-o: 1 file(s) this command would write exist already", "s.onnx", "nothing was changed", "--overwrite"],
+        _user_file("s.onnx"), PRIVATE),
+    Row("export -o: the input contract's .json is the user's", [*EXPORT, "-f", 0, "-o", "{tmp}/s.onnx"],
+        ["s.json", "--overwrite"], _user_file("s.json"), PRIVATE),
     Row("export: model never trained", ["export", "-d", DATASET_ID, "-f", 0, "-o", "{tmp}/s.onnx"],
         ["TeachFormerTrainer__TeachFormerPlans__3d_fullres", "teachformer train -d 990 -f 0"], None, PRIVATE),
     # report
@@ -475,6 +513,9 @@ ROWS = [
     Row("report: read-only nnUNet_results", ["report", "-d", DATASET_ID, "--no-timing"],
         [f"{DATASET_NAME}/teachformer_report cannot be made", "/results", "-o"], _folder("results"),
         {"nnUNet_results": "{tmp}/results"}, read_only=["{tmp}/results"]),
+    Row("report -o: a folder of the user's files", ["report", "-d", DATASET_ID, "-o", "{tmp}/mine", "--no-timing"],
+        ["-o", "mine holds files that are not an earlier teachformer report (notes.txt)", "nothing was changed",
+         "--overwrite"], _user_file("mine/notes.txt")),
     Row("report: nothing trained", ["report", "-d", DATASET_ID, "-o", "{tmp}/report"], ["teachformer train"], None,
         {"nnUNet_results": "{tmp}/results"}),
 ]
@@ -514,7 +555,7 @@ def test_bad_input_is_refused_in_one_paragraph(row, world, tmp_path, capfd, monk
         pytest.skip("this machine has a CUDA GPU")
     subs = {"tmp": tmp_path, "results": world.results, "corrupt": world.corrupt}
     if row.setup:
-        row.setup(world, tmp_path)
+        subs.update(row.setup(world, tmp_path) or {})
     for key, value in row.env.items():
         if value is None:
             monkeypatch.delenv(key, raising=False)
@@ -686,6 +727,44 @@ def test_ctrl_c_while_planning_prints_one_line_and_trainers_say_what_completes_i
     assert last.startswith("teachformer plan: interrupted") and "Traceback" not in err
     with pytest.raises(Exception, match="teachformer plan -d 968 -c 3d_fullres"):
         plan.check_preprocessed(968, TEACHFORMER_PLANS, CONFIG)  # what every trainer of the package checks first
+
+
+def test_ctrl_c_in_the_terminal_while_nnunets_workers_preprocess(world):
+    """A real Ctrl-C: SIGINT to the whole process group of `teachformer plan` while nnU-Net's worker processes
+    preprocess. One line, status 130, no process of the group left, and the suggested command completes the data."""
+    import signal
+    import time
+
+    from nnunet_teachformer.planners import plan
+
+    base = Path(world.dirs["nnUNet_preprocessed"], "Dataset969_TeachFormerPhantom")
+    _copy_phantom(world.dirs, 969, preprocessed=True)
+    shutil.rmtree(base / json.loads((base / f"{TEACHFORMER_PLANS}.json").read_text())["configurations"][CONFIG][
+        "data_identifier"])  # so that `plan` preprocesses again
+    log = base.parent / "plan_969.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([console_script("teachformer"), "plan", "-d", "969", "-c", CONFIG, "-np", "2"],
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 600
+        while "Preprocessing cases" not in log.read_text() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)  # the workers are importing or preprocessing
+        os.killpg(process.pid, signal.SIGINT)
+        code = process.wait(timeout=120)
+    output = log.read_text()
+    log.unlink()
+    assert code == 130, output[-3000:]
+    assert "Traceback" not in output and output.strip().splitlines()[-1].startswith("teachformer plan: interrupted")
+    for _ in range(100):  # multiprocessing's resource tracker ends on its own once its pipe closes
+        left = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(process.pid)], capture_output=True, text=True)
+        if not left.stdout.strip():
+            break
+        time.sleep(0.3)
+    assert not left.stdout.strip(), f"processes left behind: {left.stdout}"
+    with pytest.raises(Exception, match="teachformer plan -d 969 -c 3d_fullres"):
+        plan.check_preprocessed(969, TEACHFORMER_PLANS, CONFIG)
+    run_cli([console_script("teachformer"), "plan", "-d", 969, "-c", CONFIG])  # the suggested command
+    plan.check_preprocessed(969, TEACHFORMER_PLANS, CONFIG)
 
 
 def test_export_zip_replaces_only_its_own_model_card(world, tmp_path, monkeypatch, capfd):

@@ -109,6 +109,19 @@ def test_cli_prints_the_challenge_figures_and_writes_the_submission_grid(convert
     assert error.returncode == 2 and "no .nii.gz segmentation in" in error.stderr and "Traceback" not in error.stderr
 
 
+def test_resampled_out_replaces_the_users_files_only_with_overwrite(converted, tmp_path):
+    predictions, back = _predictions(converted, tmp_path), tmp_path / "original_grid"
+    back.mkdir()
+    mine = back / f"{GOOD_TRAIN[0]}.nii.gz"
+    mine.write_bytes(b"an earlier submission")
+    with pytest.raises(TeachFormerError, match="--resampled-out: 1 file"):
+        evaluate_hecktor21(predictions, converted[0], resampled_out=back)
+    assert mine.read_bytes() == b"an earlier submission" and len(list(back.iterdir())) == 1
+    evaluate_hecktor21(predictions, converted[0], resampled_out=back, overwrite=True)  # the suggested fix
+    assert sitk.ReadImage(str(mine)).GetSize() == sitk.ReadImage(
+        str(converted[0] / "hecktor_nii" / f"{GOOD_TRAIN[0]}_ct.nii.gz")).GetSize()
+
+
 def test_report_section_scores_each_model_from_the_recorded_source(converted, tmp_path):
     import json
 

@@ -84,6 +84,18 @@ def test_metadata_states_the_input_contract(exported, predictor):
     assert 0 <= meta["verification"]["max_abs_logit_difference"] <= meta["verification"]["tolerance"] == TOLERANCE
 
 
+def test_an_existing_file_is_replaced_only_with_overwrite(exported):
+    path, _ = exported
+    contract = path.with_suffix(".json")
+    before = (path.stat().st_mtime_ns, contract.read_text())
+    command = [console_script("teachformer"), "export", "-d", DATASET_ID, "-f", 0, "-o", path, "-tr", TRAINER]
+    refused = run_cli(command, check=False)
+    assert refused.returncode == 2 and "exist already" in refused.stderr and "--overwrite" in refused.stderr
+    assert path.stat().st_mtime_ns == before[0] and contract.read_text() == before[1]
+    run_cli(command + ["--overwrite"])  # the suggested fix
+    assert path.stat().st_mtime_ns != before[0] and json.loads(contract.read_text())["onnx_file"] == path.name
+
+
 def test_missing_checkpoint_is_named_with_the_fix(trained, tmp_path):
     out = tmp_path / "student.onnx"
     result = run_cli([console_script("teachformer"), "export", "-d", DATASET_ID, "-f", 1, "-o", out, "-tr", TRAINER],

@@ -18,6 +18,7 @@ from scipy import stats
 from torch import nn
 
 from conftest import CONFIG, console_script, planning_env, run_cli
+from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.evaluation.complexity import measure_complexity, network_builder
 from nnunet_teachformer.evaluation.metrics import evaluate_predictions, hd95
 from nnunet_teachformer.evaluation.report import build_report
@@ -189,6 +190,17 @@ def test_missing_folds_are_reported_not_averaged(report_tree, tmp_path):
     # the distilled student's baseline (same network and schedule, no distillation) was never trained
     assert f"model HDenseFormerLightTrainer_tiny__{PLANS}__{CONFIG} (student without distillation of {DISTILLED})" \
         ": no result folder" in result.missing
+
+
+def test_a_folder_of_the_users_files_takes_the_report_only_with_overwrite(report_tree, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    options = dict(output=tmp_path, reference=DISTILLED, timing=False, gallery_cases=0)
+    with pytest.raises(TeachFormerError, match="not an earlier teachformer report"):
+        build_report(REPORT_DATASET_ID, [0], **options)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    build_report(REPORT_DATASET_ID, [0], overwrite=True, **options)  # the suggested fix
+    build_report(REPORT_DATASET_ID, [0], **options)  # over its own earlier report: no flag needed
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "report.md").is_file()
 
 
 def test_evaluate_predictions_matches_nnunet_and_monai(report, report_tree, nnunet_dirs, tmp_path):

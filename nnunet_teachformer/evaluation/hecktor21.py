@@ -28,6 +28,7 @@ import SimpleITK as sitk
 from nnunet_teachformer.conversion.hecktor21 import DEFAULT_CROP_MM, SPACING_MM, crop_grid, find_cases
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.evaluation.metrics import hd95_of_masks
+from nnunet_teachformer.nnunet_paths import check_not_raw_data, check_writable, refuse_replacing
 
 SUFFIX = ".nii.gz"
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -110,7 +111,7 @@ def score_case(case: str, prediction: sitk.Image, reference: sitk.Image, bbox: n
     return CaseScore(case, float(dsc), distance, float(recall), float(tp / pred.sum()), empty=False)
 
 
-def evaluate_hecktor21(predictions, source, resampled_out=None) -> HecktorScores:
+def evaluate_hecktor21(predictions, source, resampled_out=None, overwrite: bool = False) -> HecktorScores:
     """Scores every ``<PatientID>.nii.gz`` in the folder ``predictions`` (see ``score_files``)."""
     predictions = Path(predictions)
     if not predictions.is_dir():
@@ -119,13 +120,14 @@ def evaluate_hecktor21(predictions, source, resampled_out=None) -> HecktorScores
     if not files:
         raise TeachFormerError(f"no {SUFFIX} segmentation in {predictions}: give the folder that nnUNetv2_predict or "
                                f"teachformer predict wrote (or a model's fold_X/validation folder).")
-    return score_files(files, source, resampled_out)
+    return score_files(files, source, resampled_out, overwrite)
 
 
-def score_files(files: Sequence[Path], source, resampled_out=None) -> HecktorScores:
+def score_files(files: Sequence[Path], source, resampled_out=None, overwrite: bool = False) -> HecktorScores:
     """Scores the ``<PatientID>.nii.gz`` ``files`` against the challenge folder ``source`` (the unpacked training
     folder: hecktor_nii/ with the GTVt labels and the bounding-box CSV). With ``resampled_out``, also writes each
-    prediction on its original CT grid (the challenge's submission format)."""
+    prediction on its original CT grid (the challenge's submission format); files of the same names there are
+    replaced only with ``overwrite``."""
     source = Path(source)
     cases = {c.patient_id: c for c in find_cases(source)}
     problems = []
@@ -145,6 +147,9 @@ def score_files(files: Sequence[Path], source, resampled_out=None) -> HecktorSco
                                "was converted from (the one with hecktor2021_bbox_training.csv) and the segmentations "
                                "nnU-Net predicted for that converted dataset, or remove these files.")
     if resampled_out is not None:
+        check_not_raw_data(resampled_out, "--resampled-out")
+        refuse_replacing([Path(resampled_out) / f.name for f in files], overwrite, "--resampled-out")
+        check_writable(resampled_out, "Give --resampled-out a folder you can write.")
         Path(resampled_out).mkdir(parents=True, exist_ok=True)
     scores = HecktorScores()
     for f in sorted(files, key=lambda f: f.name):

@@ -176,7 +176,7 @@ def _training_logs(model: ModelResults, log) -> Dict[int, Dict[str, list]]:
 # ------------------------------------------------------------------------------------------- the report
 def build_report(dataset, folds: Sequence[Fold] = (0, 1, 2, 3, 4), output=None, reference: Optional[str] = None,
                  device: Optional[str] = None, timing: bool = True, mirroring: bool = True, gallery_cases: int = 3,
-                 log=print) -> Report:
+                 overwrite: bool = False, log=print) -> Report:
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
     with_fold_all = "all" in folds  # listed apart: fold all validates on its training cases
@@ -189,6 +189,7 @@ def build_report(dataset, folds: Sequence[Fold] = (0, 1, 2, 3, 4), output=None, 
     output = Path(output) if output else folders.results / REPORT_FOLDER
     check_writable(output, "Give -o a folder you can write." if output != folders.results / REPORT_FOLDER
                    else "Write the report to a folder you can write with -o, e.g. -o ~/teachformer_report.")
+    _check_report_folder(output, overwrite)
     models = discover_models(folders, folds, log=log)
     dataset_json = load_json(str(models[0].folder / "dataset.json"))
     label_names = {v: k for k, v in dataset_json["labels"].items() if isinstance(v, int)}
@@ -253,6 +254,20 @@ def build_report(dataset, folds: Sequence[Fold] = (0, 1, 2, 3, 4), output=None, 
     files["report_md"].write_text(markdown)
     return Report(output, table, markdown, files, figures, rows, tests,
                   reference_row.name if reference_row else None, reference_rule, missing, fold_all)
+
+
+def _check_report_folder(output: Path, overwrite: bool) -> None:
+    """A report is written into a new or empty folder, or over an earlier report (its report.md or models.csv);
+    a folder holding other files is the user's, used only with ``overwrite``."""
+    if overwrite or not output.is_dir() or not any(output.iterdir()):
+        return
+    if (output / "report.md").is_file() or (output / "models.csv").is_file():
+        return
+    names = sorted(p.name for p in output.iterdir())
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    raise TeachFormerError(f"-o {output} holds files that are not an earlier teachformer report ({shown}); "
+                           f"nothing was changed. Give a new or empty folder, or pass --overwrite to write the report "
+                           f"into it anyway (files of the report's names are replaced).")
 
 
 def _figures(output: Path, folders: DatasetFolders, rows: Sequence[ModelRow], labels, dataset_json: dict,

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from nnunet_teachformer.errors import TeachFormerError
-from nnunet_teachformer.nnunet_paths import (Fold, check_folds, model_folder, resolve_dataset, train_command,
-                                             trained_folds)
+from nnunet_teachformer.nnunet_paths import (Fold, check_folds, check_not_raw_data, model_folder, resolve_dataset,
+                                             train_command, trained_folds)
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".png", ".bmp", ".tif", ".tiff", ".npy", ".npz")
 SITK_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
@@ -85,7 +85,6 @@ def check_prediction_input(folder: Path, dataset_json: dict) -> List[str]:
     return sorted(cases)
 
 
-RAW_DATA_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")  # a raw dataset's own files
 PREDICTION_RECORD = "predict_from_raw_data_args.json"  # nnU-Net writes it into every prediction folder
 
 
@@ -94,10 +93,7 @@ def check_output_folder(output: Path, cases: Sequence[str], dataset_json: dict, 
     """Refuses an output folder where the prediction would replace what the user has: never a raw dataset's image
     or label folder, and no existing file of the same names (segmentations, probabilities, a dataset.json that
     is not nnU-Net's copy in an earlier prediction folder) unless ``overwrite``."""
-    if output.name in RAW_DATA_FOLDERS and (output.parent / "dataset.json").is_file():
-        raise TeachFormerError(f"output folder {output} is the {output.name} folder of the raw dataset "
-                               f"{output.parent}: the predictions would overwrite or mix with the dataset's own images "
-                               f"and labels. Give a folder of its own, e.g. -o {output.parent / 'predictions'}.")
+    check_not_raw_data(output, "-o")
     if overwrite or not output.is_dir():
         return
     endings = [dataset_json["file_ending"]] + ([".npz", ".pkl"] if save_probabilities else [])

@@ -11,8 +11,15 @@ PEP 829 entry point (Python 3.15+, where that file also switches off the import 
 same name) and ``nnunet_teachformer.pth`` imports this package on older interpreters. Where neither runs
 (``python -S``, an embedded interpreter, a Python that no longer runs .pth import lines),
 ``teachformer env`` prints the ``export nnUNet_extTrainer=...`` line to use instead.
+
+The same hook makes the Python processes started inside ``workers_ignore_ctrl_c`` (nnU-Net's multiprocessing
+workers) ignore Ctrl-C: a terminal sends SIGINT to the whole foreground process group, and a worker that takes it
+prints a KeyboardInterrupt traceback of its own (or dies mid-task, which can leave nnU-Net's pool waiting on it
+forever), while the parent alone should stop the pool, whose exit terminates the workers, and print one line.
 """
+import contextlib
 import os
+import signal
 
 EXT_TRAINER_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -26,4 +33,20 @@ def register_ext_trainer_dir(environ=os.environ) -> str:
     return environ["nnUNet_extTrainer"]
 
 
+WORKERS_IGNORE_CTRL_C = "TEACHFORMER_WORKERS_IGNORE_CTRL_C"
+
+
+@contextlib.contextmanager
+def workers_ignore_ctrl_c():
+    """Processes of this Python environment started inside the block ignore SIGINT; this one does not (its hook
+    ran when it started)."""
+    os.environ[WORKERS_IGNORE_CTRL_C] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(WORKERS_IGNORE_CTRL_C, None)
+
+
 register_ext_trainer_dir()
+if os.environ.get(WORKERS_IGNORE_CTRL_C) == "1":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -29,6 +29,7 @@ from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.nnunet_paths import resolve_dataset, train_command
+from nnunet_teachformer.nnunet_ext import workers_ignore_ctrl_c
 from nnunet_teachformer.planners import freshness
 from nnunet_teachformer.planners.planner import PLANS_IDENTIFIER, TeachFormerPlanner, same_preprocessing
 
@@ -192,9 +193,10 @@ def plan_dataset(dataset: Union[int, str], configuration: str = "3d_fullres", gp
     signatures = freshness.raw_case_signatures(raw)
     fingerprint_changes = freshness.stale_changes(base, freshness.FINGERPRINT, signatures, raw)
     if fingerprint_changes is None or fingerprint_changes:
-        verify_raw_dataset(raw, num_processes)
-        extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=False,
-                                    clean=True, verbose=False, show_progress_bar=progress)
+        with workers_ignore_ctrl_c():
+            verify_raw_dataset(raw, num_processes)
+            extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=False,
+                                        clean=True, verbose=False, show_progress_bar=progress)
     if fingerprint_changes is None or fingerprint_changes or freshness.FINGERPRINT not in freshness.load_record(base):
         freshness.save_record(base, freshness.FINGERPRINT, signatures)
     plans_file = join(base, PLANS_IDENTIFIER + ".json")
@@ -219,8 +221,9 @@ def plan_dataset(dataset: Union[int, str], configuration: str = "3d_fullres", gp
     preprocess_now = not (on_disk and not data_changes and not missing_preprocessed_cases(name, config.data_identifier))
     if preprocess_now:
         freshness.save_record(base, config.data_identifier, None)  # unknown until preprocessing has finished
-        preprocess_dataset(dataset_id, PLANS_IDENTIFIER, [configuration], [num_processes], verbose=False,
-                           show_progress_bar=progress)
+        with workers_ignore_ctrl_c():
+            preprocess_dataset(dataset_id, PLANS_IDENTIFIER, [configuration], [num_processes], verbose=False,
+                               show_progress_bar=progress)
         freshness.save_record(base, config.data_identifier, signatures, configuration=configuration)
     elif config.data_identifier not in freshness.load_record(base):
         freshness.save_record(base, config.data_identifier, signatures, configuration=configuration)

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from nnunet_teachformer.errors import TeachFormerError
-from nnunet_teachformer.nnunet_paths import (check_folds, check_writable, model_folder, resolve_dataset, train_command,
-                                             trained_folds)
+from nnunet_teachformer.nnunet_paths import (check_folds, check_writable, model_folder, refuse_replacing,
+                                             resolve_dataset, train_command, trained_folds)
 from nnunet_teachformer.optional_imports import optional_import
 from nnunet_teachformer.sharing.model_card import NORMALIZATION_RECIPES
 
@@ -146,8 +146,10 @@ def input_contract(predictor) -> dict:
 def export_student(dataset, fold: Union[int, str], output: Union[str, os.PathLike],
                    trainer: str = "TeachFormerTrainer", plans: str = "TeachFormerPlans",
                    configuration: str = "3d_fullres", opset: int = DEFAULT_OPSET,
-                   checkpoint: str = "checkpoint_final.pth", tolerance: float = DEFAULT_TOLERANCE) -> dict:
-    """Exports fold ``fold`` of ``trainer`` to ``output`` (.onnx) and writes its metadata next to it (.json).
+                   checkpoint: str = "checkpoint_final.pth", tolerance: float = DEFAULT_TOLERANCE,
+                   overwrite: bool = False) -> dict:
+    """Exports fold ``fold`` of ``trainer`` to ``output`` (.onnx) and writes its metadata next to it (.json);
+    existing files there are replaced only with ``overwrite``.
 
     Returns the metadata. Raises TeachFormerError if the model is missing or onnxruntime disagrees with PyTorch
     by more than ``tolerance`` (the .onnx is then removed).
@@ -173,6 +175,7 @@ def export_student(dataset, fold: Union[int, str], output: Union[str, os.PathLik
     if Path(output).is_dir():
         raise TeachFormerError(f"-o {output} is a folder; give the ONNX file to write, e.g. "
                                f"{Path(output) / 'student.onnx'}.")
+    refuse_replacing([output, Path(output).with_suffix(".json")], overwrite, "-o")
     if (folder / f"fold_{fold}" / checkpoint).is_file():
         check_checkpoint(folder / f"fold_{fold}" / checkpoint, fix.replace("train it", "retrain it", 1))
     predictor, network = load_for_export(folder, fold, checkpoint, fix)
