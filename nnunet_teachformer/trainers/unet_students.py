@@ -27,7 +27,7 @@ class PlansUNetStudent:
         return cls.network_spec.build(configuration_manager, num_input_channels, num_output_channels,
                                       preset=cls.network_preset, deep_supervision=enable_deep_supervision)
 
-    def _get_deep_supervision_scales(self):
+    def _get_deep_supervision_scales(self):  # ArchitectureTrainer's are a spec's fixed scales; these, the plans'
         return nnUNetTrainer._get_deep_supervision_scales(self)
 
     def set_deep_supervision_enabled(self, enabled: bool):
