@@ -4,7 +4,8 @@ the summaries and the report read it from here (tests/test_roster.py checks that
 nnU-Net's trainer lookup to the class with the expected network).
 
 Keys of ``TEACHERS`` and ``STUDENTS`` are the names ``teachformer train --teachers/--student`` takes; for this
-package's own architectures they are also the keys of ``networks.registry.NETWORKS``.
+package's own architectures they are also the keys of ``networks.registry.NETWORKS`` (nnU-Net's U-Nets, built
+from the plans, are not there).
 """
 TEACHERS = {
     "hdenseformer": "HDenseFormerTrainer",
@@ -17,6 +18,10 @@ PAPER_TEACHERS = ("hdenseformer", "swinunetr", "unetr")  # the Teach-Former pape
 STUDENTS = {  # student -> (baseline trainer without distillation, distilled trainer)
     "hdenseformer_light": ("HDenseFormerLightTrainer", "TeachFormerTrainer"),
     "uxnet_light": ("UXNetLightTrainer", "TeachFormerTrainer_UXNetLightStudent"),
+    # nnU-Net's U-Net at 1/2, 1/4, 1/8 of the plans' widths (trainers.unet_students)
+    "unet_r2": ("UNetLightR2Trainer", "TeachFormerTrainer_UNetLightR2Student"),
+    "unet_r4": ("UNetLightR4Trainer", "TeachFormerTrainer_UNetLightR4Student"),
+    "unet_r8": ("UNetLightR8Trainer", "TeachFormerTrainer_UNetLightR8Student"),
 }
 # teacher sets that have a TeachFormerTrainer variant of their own; any other set runs through TEACHFORMER_TEACHERS
 TEACHER_SET_VARIANTS = {

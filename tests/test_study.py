@@ -42,6 +42,21 @@ def test_nnunet_unets_join_the_study_as_teachers_and_baseline(phantom):
     assert ("baseline", "UNetTrainer_tiny", None) not in trainers(["unetr"])
 
 
+def test_unet_students_train_beside_the_others(phantom):
+    out = run_cli([TEACHFORMER, "train", "-d", DATASET_ID, "-f", 0, "--student", "unet_r4", "--preset", "tiny",
+                   "--device", "cpu", "--dry-run"]).stdout
+    trainers = [line.split(" -tr ")[1].split()[0] for line in out.splitlines() if "nnUNetv2_train" in line]
+    assert trainers == ["HDenseFormerTrainer_tiny", "SwinUNETRTrainer_tiny", "UNETRTrainer_tiny",
+                        "UNetLightR4Trainer_tiny", "TeachFormerTrainer_UNetLightR4Student_tiny"], out
+
+    from nnunet_teachformer.study.run import plan_study
+    runs = plan_study(DATASET_ID, [0], ["unet"], "unet_r8", device="cpu", preset="5epochs")
+    assert [(r.role, r.trainer, r.env) for r in runs] == [
+        ("teacher", "UNetTrainer_5epochs", {}), ("baseline", "UNetLightR8Trainer_5epochs", {}),
+        ("distilled", "TeachFormerTrainer_UNetLightR8Student_5epochs",
+         {"TEACHFORMER_TEACHERS": "UNetTrainer_5epochs"})]
+
+
 def _error(args):
     result = run_cli([TEACHFORMER, *args], check=False)
     assert result.returncode == 2, result.stderr

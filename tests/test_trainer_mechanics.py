@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from conftest import CONFIG, DATASET_NAME, TEACHFORMER_PLANS
-from nnunet_teachformer.trainers import TeachFormerTrainer_tiny
+from nnunet_teachformer.networks.plans_unet import narrowed
+from nnunet_teachformer.trainers import TeachFormerTrainer_tiny, TeachFormerTrainer_UNetLightR4Student_tiny
+from nnunet_teachformer.trainers.teachformer import LOSS_TERMS
 
 
 def _trainer(cls, nnunet_dirs, fold=0):
@@ -57,3 +59,27 @@ def test_gradients_reach_only_the_student(scratch_results_with_teachers, nnunet_
     assert optimised == {id(p) for p in trainer.network.parameters()}
     assert not optimised & {id(p) for p in teacher_params}
     assert all(not t.network.training for t in trainer.teachers.teachers)
+
+
+class _UNetStudentProbe(TeachFormerTrainer_UNetLightR4Student_tiny):
+    pass
+
+
+def test_a_unet_student_distils_inside_nnunets_loop(scratch_results_with_teachers, nnunet_dirs):
+    """The plans' U-Net at 1/4 width (tiny: 1/32) learns from the session's three tiny teachers: built from the
+    plans, deep supervision on the plans' strides, taps found, and one step moves it on every loss term."""
+    trainer = _trainer(_UNetStudentProbe, nnunet_dirs)
+    trainer.on_train_start()
+    network, architecture = trainer.network, trainer.configuration_manager.network_arch_init_kwargs
+    assert list(network.encoder.output_channels) == narrowed(architecture["features_per_stage"], 4 * 8)
+    assert network.decoder.deep_supervision
+    assert len(trainer._get_deep_supervision_scales()) == architecture["n_stages"] - 1 == \
+        len(trainer.loss.weight_factors)
+    before = [p.detach().clone() for p in network.parameters()]
+
+    out = trainer.train_step(next(trainer.dataloader_train))
+
+    assert all(math.isfinite(float(out[k])) and float(out[k]) > 0 for k in ("loss",) + LOSS_TERMS), out
+    assert any(not torch.equal(a, b) for a, b in zip(network.parameters(), before))
+    trainer.set_deep_supervision_enabled(False)  # as nnU-Net's final validation does
+    assert not network.decoder.deep_supervision

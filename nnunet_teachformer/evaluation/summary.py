@@ -47,7 +47,7 @@ def format_table(table, patches: Sequence[int], dims: int = 3) -> str:
     lines += ["", "Teacher / student ratios (parameters; GFLOPs at the first patch size where both run):", "",
               "| teacher | student | parameters | GFLOPs |", "|---|---|---|---|"]
     for t in PAPER_TEACHERS:
-        for s in STUDENTS:
+        for s in (s for s in STUDENTS if s in table):  # the U-Net students' size is the plans' (docs/trainers.md)
             pt = next(c for c in table[t].values() if c is not None).parameters
             ps = next(c for c in table[s].values() if c is not None).parameters
             both = [e for e in patches if table[t][e] is not None and table[s][e] is not None]

@@ -5,3 +5,4 @@ from nnunet_teachformer.trainers.nnunet_unets import (ResEncUNetTrainer, ResEncU
                                                       UNetTrainer_5epochs, UNetTrainer_demo, UNetTrainer_tiny)
 from nnunet_teachformer.trainers.teachformer import TeachFormerTrainer  # noqa: F401
 from nnunet_teachformer.trainers.teachformer_variants import *  # noqa: F401,F403
+from nnunet_teachformer.trainers.unet_students import *  # noqa: F401,F403

@@ -1,7 +1,8 @@
 """``ArchitectureTrainer``: the nnU-Net trainer every network of this package trains with.
 
 A subclass names its network (``network_spec``) and nothing else; settings are class attributes, so
-variants are two-line subclasses in nnU-Net's style. Relative to ``nnUNetTrainer`` it changes:
+variants are two-line subclasses in nnU-Net's style (the U-Net students, built from the plans, add a mix-in:
+``unet_students``). Relative to ``nnUNetTrainer`` it changes:
 
 * the network: built from the spec and the plans' patch size (``build_network_architecture`` is a
   classmethod so it sees the subclass's preset; callers use nnU-Net's signature unchanged, which is
@@ -86,7 +87,7 @@ class ArchitectureTrainer(StudyProtocol, nnUNetTrainer):
         loss = SegmentationLoss(batch_dice=self.configuration_manager.batch_dice,
                                 ignore_label=self.label_manager.ignore_label, ddp=self.is_ddp)
         if self.enable_deep_supervision:
-            weights = np.array([1 / 2 ** i for i in range(len(self.network_spec.deep_supervision_scales))])
+            weights = np.array([1 / 2 ** i for i in range(len(self._get_deep_supervision_scales()))])
             loss = DeepSupervisionWrapper(loss, weights / weights.sum())
         return loss
 

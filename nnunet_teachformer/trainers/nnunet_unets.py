@@ -14,13 +14,13 @@ derived from nnU-Net's ``splits_final.json`` (``distillation.teachers.derived_re
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from nnunet_teachformer.networks.plans_unet import TINY_WIDTH_DIVISOR, narrowed
 from nnunet_teachformer.trainers.protocol import StudyProtocol
 from nnunet_teachformer.trainers.schedules import Demo, FiveEpochs, Tiny
 
 RESENC_CLASS = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
 # residual blocks per encoder stage of nnU-Net's ResEnc planners (nnUNetPlannerResEncM/L/XL); one conv per decoder stage
 RESENC_BLOCKS_PER_STAGE = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6)
-TINY_WIDTH_DIVISOR = 8  # the "tiny" preset (CPU tests): every stage 1/8 as wide, at least 4 channels
 
 
 class UNetTrainer(StudyProtocol, nnUNetTrainer):
@@ -30,8 +30,7 @@ class UNetTrainer(StudyProtocol, nnUNetTrainer):
     def architecture(cls, class_name: str, kwargs: dict):
         """The (network class, keyword arguments) this trainer builds from the plans' architecture entry."""
         if cls.network_preset == "tiny":
-            kwargs = dict(kwargs, features_per_stage=[max(4, f // TINY_WIDTH_DIVISOR)
-                                                      for f in kwargs["features_per_stage"]])
+            kwargs = dict(kwargs, features_per_stage=narrowed(kwargs["features_per_stage"], TINY_WIDTH_DIVISOR))
         return class_name, kwargs
 
     @classmethod
