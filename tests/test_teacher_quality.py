@@ -18,12 +18,17 @@ import torch
 from conftest import (CONFIG, DATASET_ID, DATASET_NAME, TEACHFORMER_PLANS, console_script, model_folder, probe_env,
                       run_cli, train_command)
 from nnunet_teachformer.distillation.provenance import recorded_teachers
-from nnunet_teachformer.trainers import TeachFormerTrainer_diceWeighted_tiny, TeachFormerTrainer_dropFailed_tiny
+from nnunet_teachformer.trainers import (TeachFormerTrainer_diceWeighted_tiny, TeachFormerTrainer_dropFailed_tiny,
+                                        TeachFormerTrainer_tiny)
 
 GOOD, BROKEN = "GoodTeacherProbeTrainer", "BrokenTeacherProbeTrainer"
 STUDENT = "EqualStudentProbeTrainer"
 WARNING = re.compile(rf"WARNING: teacher {BROKEN} failed on the inner hold-out: foreground Dice ([\d.]+), below 0.5 x "
                      rf"the best teacher's \({GOOD}, ([\d.]+)\)\. Its weight \((\w+)\): ([\d.]+)")
+
+
+class _NoHoldoutStudent(TeachFormerTrainer_tiny):
+    early_stopping_patience = None  # nnU-Net's own split and selection: no inner hold-out
 
 
 def _fold(results, trainer) -> dict:
@@ -106,6 +111,17 @@ def test_drop_failed_leaves_the_broken_teacher_out(taught, monkeypatch):
     assert [t.ref.trainer for t in student.teachers.teachers] == [GOOD]  # the broken one is not even run
     assert WARNING.search(run["log"]).group(3, 4) == ("drop_failed", "0.000")
     assert "0.000: left out." in run["log"]
+
+
+def test_without_an_inner_holdout_nothing_is_measured_and_the_record_says_why(taught, monkeypatch):
+    student = _start_in_process(_NoHoldoutStudent, monkeypatch, taught["env"])
+    run = _fold(taught["results"], "_NoHoldoutStudent")
+    for teacher in run["teachers"].values():
+        assert (teacher["inner_holdout_dice"], teacher["inner_holdout_cases"], teacher["failed"], teacher["weight"]) \
+            == (None, [], False, 0.5)
+        assert teacher["inner_holdout_note"].startswith("not measured: no inner hold-out")
+    assert "(0 of 0 cases; " in run["log"] and "WARNING" not in run["log"]
+    assert student.teachers.weights is None  # the plain average
 
 
 def test_the_recorded_dice_is_nnunets_prediction_and_evaluation(taught, phantom, tmp_path):
