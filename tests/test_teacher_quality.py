@@ -2,11 +2,12 @@
 nnU-Net's U-Net that segments the phantom after a few iterations) and a broken one (``BrokenTeacherProbeTrainer``:
 the same with learning rate 0) train with ``nnUNetv2_train`` on fold 0 of the session's phantom, in a private
 results tree. A distilled student (``EqualStudentProbeTrainer``: ``TeachFormerTrainer_tiny`` training one
-iteration) starts from both through ``nnUNetv2_train`` (``TEACHFORMER_TEACHERS``); ``TeachFormerTrainer_diceWeighted_tiny``
-and ``_dropFailed_tiny`` start in process (their start is where teachers are measured and weighted; the first runs
-one training step with its weights). Each measures both teachers on its inner hold-out: the broken one is a WARNING
-in the log, the Dice and the cases are in ``teachers.json``, and the weights follow the weighting. The good
-teacher's recorded Dice is what ``nnUNetv2_predict`` and nnU-Net's evaluation give on the same cases."""
+iteration) starts from both through ``nnUNetv2_train`` (``TEACHFORMER_TEACHERS``);
+``TeachFormerTrainer_diceWeighted_tiny`` and ``_dropFailed_tiny`` start in process (their start is where teachers
+are measured and weighted; the first runs one training step with its weights). Each measures both teachers on its
+inner hold-out: the broken one is a WARNING in the log, the Dice and the cases are in ``teachers.json``, and the
+weights follow the weighting. The good teacher's recorded Dice is what ``nnUNetv2_predict`` and nnU-Net's
+evaluation give on the same cases."""
 import json
 import os
 import re
@@ -93,8 +94,9 @@ def test_dice_weighting_weights_the_teachers_by_their_dice(taught, monkeypatch):
     student = _start_in_process(TeachFormerTrainer_diceWeighted_tiny, monkeypatch, taught["env"])
     run = _fold(taught["results"], "TeachFormerTrainer_diceWeighted_tiny")
     good, broken = run["teachers"][GOOD], run["teachers"][BROKEN]
+    equal = taught["equal"]["teachers"]  # the same teachers on the same cases, whatever the weighting
     assert (good["inner_holdout_dice"], broken["inner_holdout_dice"]) == \
-        (taught["equal"]["teachers"][GOOD]["inner_holdout_dice"], taught["equal"]["teachers"][BROKEN]["inner_holdout_dice"])
+        (equal[GOOD]["inner_holdout_dice"], equal[BROKEN]["inner_holdout_dice"])
     assert good["weight"] + broken["weight"] == pytest.approx(1.0)
     assert good["weight"] / broken["weight"] == pytest.approx(good["inner_holdout_dice"] / broken["inner_holdout_dice"])
     assert student.teachers.weights == pytest.approx([good["weight"], broken["weight"]])  # what the losses use

@@ -232,7 +232,8 @@ def models_csv(path: Path, rows: Sequence[ModelRow], labels, label_names, folds:
     header += ["dice_empty_correct"]
     header += [f"hd95_{n}" for n in names] + ["hd95_fg", "hd95_fg_sd", "hd95_undefined"]
     header += ["parameters", "gflops", "flop_device", "patch_size", "seconds_per_case", "timing_device",
-               "timing_fold", "timing_case", "tta_mirroring", "teachers", "teacher_warnings", "failed_teachers", "notes"]
+               "timing_fold", "timing_case", "tta_mirroring", "teachers", "teacher_warnings", "failed_teachers",
+               "notes"]
     table = []
     for row in rows:
         m, c, t = row.model, row.complexity, row.latency

@@ -156,8 +156,8 @@ class ModelResults:
         for fold, records in sorted(self.teachers.items()):
             measured = [t for t in records or () if t.inner_holdout_dice is not None]
             best = max(measured, key=lambda t: t.inner_holdout_dice, default=None)
-            lines += [f"fold {fold}: teacher {t.trainer} failed on the inner hold-out (Dice {t.inner_holdout_dice:.3f}; "
-                      f"best {best.trainer} {best.inner_holdout_dice:.3f}" +
+            lines += [f"fold {fold}: teacher {t.trainer} failed on the inner hold-out (Dice "
+                      f"{t.inner_holdout_dice:.3f}; best {best.trainer} {best.inner_holdout_dice:.3f}" +
                       ("" if t.weight is None else f"; weight {t.weight:.3f}") + ")"
                       for t in records or () if t.failed and best is not None]
         return lines

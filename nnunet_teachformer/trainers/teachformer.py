@@ -119,9 +119,10 @@ class TeachFormerTrainer(ArchitectureTrainer):
         super()._check_before_start(plans, configuration, dataset_json)
         problems = [f"{name} = {getattr(cls, name)!r} (must be {must})" for name, (ok, must) in OPTIONS.items()
                     if not ok(getattr(cls, name))]
-        if cls.teacher_weighting != "equal" and (cls.early_stopping_patience is None or not cls.teacher_dice_max_cases):
-            problems.append(f"teacher_weighting = {cls.teacher_weighting!r} weights teachers by their Dice on the inner "
-                            f"hold-out, which is not measured with " +
+        if cls.teacher_weighting != "equal" and (cls.early_stopping_patience is None or
+                                                 not cls.teacher_dice_max_cases):
+            problems.append(f"teacher_weighting = {cls.teacher_weighting!r} weights teachers by their Dice on the "
+                            f"inner hold-out, which is not measured with " +
                             ("early_stopping_patience = None (no inner hold-out)" if cls.early_stopping_patience is None
                              else "teacher_dice_max_cases = 0") + " (use teacher_weighting = 'equal')")
         if not cls.afs_weight and not cls.pwd_weight:
@@ -176,7 +177,8 @@ class TeachFormerTrainer(ArchitectureTrainer):
         quality = self._teacher_quality(teachers)
         self.teachers = self.teacher_ensemble(teachers, [q["weight"] for q in quality])
         if self.local_rank == 0:  # which teachers taught this fold: the run's identity, and the report's record
-            save_json([{**t.describe(), **q} for t, q in zip(teachers, quality)], join(self.output_folder, TEACHERS_FILE))
+            save_json([{**t.describe(), **q} for t, q in zip(teachers, quality)],
+                      join(self.output_folder, TEACHERS_FILE))
         derived = [t.ref.trainer for t in teachers if t.provenance == PROVENANCE_DERIVED]
         if derived:
             self.print_to_log_file(f"Teachers trained without nnunet-teachformer: {', '.join(derived)}; what they "
@@ -223,8 +225,9 @@ class TeachFormerTrainer(ArchitectureTrainer):
         if equal_because:
             self.print_to_log_file(f"WARNING: teacher_weighting {self.teacher_weighting!r} has nothing to go by "
                                    f"({equal_because}): the teachers are weighted equally.")
-        return [{"inner_holdout_dice": d, "inner_holdout_cases": list(cases), **({"inner_holdout_note": n} if n else {}),
-                 "failed": f, "weight": w} for d, n, f, w in zip(dice, notes, failed, weights)]
+        return [{"inner_holdout_dice": d, "inner_holdout_cases": list(cases),
+                 **({"inner_holdout_note": n} if n else {}), "failed": f, "weight": w}
+                for d, n, f, w in zip(dice, notes, failed, weights)]
 
     def _warn_failed(self, names: Sequence[str], dice: Sequence[Optional[float]], failed: Sequence[bool],
                      weights: Sequence[float]) -> None:
