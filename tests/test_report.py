@@ -106,7 +106,8 @@ def test_table_matches_nnunet_summaries(report, report_tree):
         # the Markdown table shows the same numbers in percent
         assert f"{100 * summary['foreground_mean']['Dice']:.2f}" in report["stdout"]
     record = json.loads((report_tree[DISTILLED] / "fold_0" / "teachers.json").read_text())
-    mark = "" if all(t.get("provenance") == "recorded" for t in record) else " †"  # no provenance record: marked
+    mark = ("" if all(t.get("provenance") == "recorded" for t in record) else " †") + \
+        (" ‡" if any(t.get("failed") for t in record) else "")  # no provenance record, a failed teacher: marked
     assert f"**{DISTILLED}{mark}**" in report["stdout"]
     assert f"Reference for the paired tests: {DISTILLED}, declared with --reference {DISTILLED}" in report["stdout"]
 

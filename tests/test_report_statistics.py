@@ -345,3 +345,35 @@ def test_fabricated_report_refuses_an_unknown_or_ambiguous_reference(fabricated,
     # paired over fold 0 only; the other teacher-set row has only fold 1: nothing to pair, no test
     assert {t.other: t.n for t in report.tests} == {TEACHER: 5, REFERENCE: 5,
                                                     f"{ABLATION} [SwinUNETRTrainer_tiny+{TEACHER}]": 0}
+
+
+def test_a_teacher_that_failed_on_the_inner_holdout_is_marked_on_the_students_row(nnunet_dirs, tmp_path):
+    """teachers.json as a distilled student writes it after measuring its teachers: the report marks the row (‡),
+    names the failed teacher with its Dice, the best one's and its weight, and lists every teacher's Dice."""
+    dataset, student = "Dataset994_FailedTeacher", "TeachFormerTrainer_dropFailed_tiny"
+    gt = nnunet_dirs["nnUNet_preprocessed"] / dataset / "gt_segmentations"
+    validation = nnunet_dirs["nnUNet_results"] / dataset / f"{student}__nnUNetPlans__{CONFIG}" / "fold_0" / "validation"
+    gt.mkdir(parents=True)
+    validation.mkdir(parents=True)
+    for i, case in enumerate(CASES[0]):
+        _write(_label_map(i), gt / f"{case}.nii.gz")
+        _write(_label_map(i, missed=2), validation / f"{case}.nii.gz")
+    _nnunet_summary(gt, validation)
+    (validation.parent.parent / "dataset.json").write_text(json.dumps({"labels": LABELS, "file_ending": ".nii.gz",
+                                                                      "channel_names": {"0": "CT"}, "numTraining": 5}))
+    (validation.parent.parent / "plans.json").write_text(json.dumps({"image_reader_writer": "SimpleITKIO"}))
+    holdout = {"inner_holdout_cases": ["case_08", "case_09"], "provenance": "recorded"}
+    _write_teachers(validation.parent, [
+        {"trainer": "UNetTrainer_tiny", "checkpoint": "/t/u.pth", "inner_holdout_dice": 0.8, "failed": False,
+         "weight": 1.0, **holdout},
+        {"trainer": "UNETRTrainer_tiny", "checkpoint": "/t/r.pth", "inner_holdout_dice": 0.011, "failed": True,
+         "weight": 0.0, **holdout}])
+    report = build_report(994, [0], output=tmp_path, timing=False, gallery_cases=0, log=lambda m: None)
+    assert f"| {student} ‡ |" in report.table_markdown
+    assert "‡ taught (in at least one fold) by a teacher that failed on the student's inner hold-out" in report.markdown
+    failed = ("fold 0: teacher UNETRTrainer_tiny failed on the inner hold-out (Dice 0.011; best UNetTrainer_tiny "
+              "0.800; weight 0.000)")
+    assert f"  - ‡ {failed}" in report.markdown
+    assert "  - fold 0: inner-hold-out Dice (weight) UNetTrainer_tiny 0.800 (1.000), UNETRTrainer_tiny 0.011 (0.000)" \
+        in report.markdown
+    assert _csv(tmp_path / "models.csv")[0]["failed_teachers"] == failed

@@ -56,8 +56,9 @@ def mask_at(valid: Optional[torch.Tensor], size: Sequence[int]) -> Optional[torc
 
 def attention_feature_similarity(student_feature: torch.Tensor, teacher_maps: Sequence[torch.Tensor],
                                  power: float = 2.0, norm: str = "l2", distance: str = "l2",
-                                 valid: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """L_AFS at one tap, averaged over teachers.
+                                 valid: Optional[torch.Tensor] = None,
+                                 teacher_weights: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """L_AFS at one tap, averaged over teachers (weighted by ``teacher_weights`` if given).
 
     ``teacher_maps`` are the teachers' *un-normalised* attention maps (``attention_map`` of their tap
     feature, computed without autograd); ``valid`` is the (B, 1, *full) mask of voxels that count.
@@ -68,4 +69,7 @@ def attention_feature_similarity(student_feature: torch.Tensor, teacher_maps: Se
     s_vec = normalise_map(s_map, norm, mask)
     losses = [map_distance(s_vec, normalise_map(resize_map(t.float(), size), norm, mask), distance)
               for t in teacher_maps]
-    return torch.stack(losses).mean()
+    if teacher_weights is None:
+        return torch.stack(losses).mean()
+    weights = torch.as_tensor(teacher_weights, dtype=losses[0].dtype, device=losses[0].device)
+    return (weights * torch.stack(losses)).sum() / weights.sum()

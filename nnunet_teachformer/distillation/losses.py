@@ -49,16 +49,20 @@ def valid_mask(target: torch.Tensor, ignore_label: Optional[int]) -> Optional[to
 
 
 def combine_teacher_probabilities(teacher_probs: Sequence[torch.Tensor], how: str = "mean",
-                                  target: Optional[torch.Tensor] = None) -> torch.Tensor:
+                                  target: Optional[torch.Tensor] = None,
+                                  teacher_weights: Optional[Sequence[float]] = None) -> torch.Tensor:
     """One (B, C, *spatial) distribution from several teachers' class probabilities.
 
     ``mean``: plain average. ``gt_confidence``: per voxel, each teacher weighted by its probability of
     the ground-truth class (needs ``target``). ``entropy``: per voxel, weights proportional to
-    exp(-entropy), so confident teachers count more.
+    exp(-entropy), so confident teachers count more. ``teacher_weights`` (one per teacher, e.g. from their
+    inner-hold-out Dice) make ``mean`` a weighted average and multiply the per-voxel weights of the others.
     """
     stacked = torch.stack(list(teacher_probs))  # (K, B, C, *spatial)
+    prior = None if teacher_weights is None else \
+        torch.as_tensor(teacher_weights, dtype=stacked.dtype, device=stacked.device).view(-1, *[1] * (stacked.ndim - 1))
     if how == "mean" or len(teacher_probs) == 1:
-        return stacked.mean(0)
+        return stacked.mean(0) if prior is None else (prior * stacked).sum(0) / prior.sum()
     if how == "gt_confidence":
         if target is None:
             raise ValueError("gt_confidence needs the target")
@@ -69,6 +73,8 @@ def combine_teacher_probabilities(teacher_probs: Sequence[torch.Tensor], how: st
         weights = torch.exp((stacked * torch.log(stacked.clamp_min(1e-8))).sum(2, keepdim=True))
     else:
         raise ValueError(f"unknown teacher combination {how!r}; use mean, gt_confidence or entropy")
+    if prior is not None:
+        weights = weights * prior
     weights = weights / weights.sum(0, keepdim=True).clamp_min(1e-8)
     return (weights * stacked).sum(0)
 

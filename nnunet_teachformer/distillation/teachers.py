@@ -28,7 +28,7 @@ in the optimiser or in the student's checkpoint.
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -119,6 +119,7 @@ class Teacher:
     network: nn.Module
     provenance: str = PROVENANCE_RECORDED
     patch_size: Optional[List[int]] = None  # the patch it was trained on, where it differs from the student's
+    training_cases: FrozenSet[str] = frozenset()  # as its provenance says
 
     def describe(self) -> dict:
         """The entry of the student's ``teachers.json``."""
@@ -308,7 +309,8 @@ def load_teachers(refs: Sequence[TeacherRef], run: StudentRun, device: torch.dev
                 continue
         network.to(device).eval().requires_grad_(False)
         teachers.append(Teacher(ref, path, network, PROVENANCE_DERIVED if derived else PROVENANCE_RECORDED,
-                                trained_patch if trained_patch != run.patch_size else None))
+                                trained_patch if trained_patch != run.patch_size else None,
+                                frozenset(record.get("training_cases", []))))
     if problems:
         raise TeachFormerError(f"cannot distil fold {run.fold} of {run.dataset_name} ({run.plans_name}, "
                                f"{run.configuration}):\n" + "\n".join(problems))
@@ -319,6 +321,7 @@ def load_teachers(refs: Sequence[TeacherRef], run: StudentRun, device: torch.dev
 class TeacherSignals:
     maps: Dict[str, List[torch.Tensor]]  # tap -> one attention map per teacher, (B, *spatial_of_that_teacher)
     probabilities: Optional[torch.Tensor]  # combined softmax(z / T), (B, C, *spatial)
+    weights: Optional[List[float]] = None  # of the teachers in ``maps``, summing to 1; None: equal
 
 
 class TeacherEnsemble:
@@ -326,18 +329,25 @@ class TeacherEnsemble:
 
     ``channels_last`` converts the teachers' weights (now) and every batch (per call) to the channels-last
     memory format of their ``spatial_dims`` (2: NHWC, 3: NDHWC), which some convolution back ends run faster;
-    the results are the same.
+    the results are the same. ``weights`` (one per teacher, default equal) weight the teachers in the combined
+    probabilities and in L_AFS's average; a teacher of weight 0 is not run at all.
     """
 
     def __init__(self, teachers: Sequence[Teacher], taps: Sequence[str], attention_power: float,
                  temperature: float, combination: str, need_probabilities: bool, channels_last: bool = False,
-                 spatial_dims: int = 3):
+                 spatial_dims: int = 3, weights: Optional[Sequence[float]] = None):
         self.memory_format = {2: torch.channels_last, 3: torch.channels_last_3d}[spatial_dims] if channels_last \
             else torch.contiguous_format
+        weights = [1.0] * len(teachers) if weights is None else list(weights)
+        if len(weights) != len(teachers) or min(weights, default=0) < 0 or not sum(weights) > 0:
+            raise ValueError(f"need one weight >= 0 per teacher, not all 0; got {weights} for {len(teachers)} teachers")
+        self.teachers = [t for t, w in zip(teachers, weights) if w > 0]
+        kept = [w for w in weights if w > 0]
+        # equal weights stay None: the plain mean, exactly as the paper computes it
+        self.weights = None if len(set(kept)) == 1 else [w / sum(kept) for w in kept]
         if channels_last:
-            for teacher in teachers:
+            for teacher in self.teachers:
                 teacher.network.to(memory_format=self.memory_format)
-        self.teachers = list(teachers)
         self.taps = tuple(taps)
         self.attention_power = attention_power
         self.temperature = temperature
@@ -357,8 +367,9 @@ class TeacherEnsemble:
             if self.need_probabilities:
                 probabilities.append(torch.softmax(logits.float() / self.temperature, dim=1))
             del features, logits
-        combined = combine_teacher_probabilities(probabilities, self.combination, target) if probabilities else None
-        return TeacherSignals(maps, combined)
+        combined = combine_teacher_probabilities(probabilities, self.combination, target, self.weights) \
+            if probabilities else None
+        return TeacherSignals(maps, combined, self.weights)
 
 
 def teacher_refs_from_environment(default: Sequence[TeacherRef]) -> Tuple[TeacherRef, ...]:

@@ -24,6 +24,7 @@ from nnunet_teachformer.evaluation.statistics import (BOOTSTRAP_RESAMPLES, BOOTS
 
 SIGNIFICANCE = 0.05
 UNVERIFIED_MARK = "†"  # taught by a teacher without a provenance record of its own
+FAILED_TEACHER_MARK = "‡"  # taught by a teacher that failed on the student's inner hold-out
 
 
 def _nanmean(values) -> float:
@@ -75,7 +76,8 @@ class ModelRow:
 
     @property
     def display_name(self) -> str:
-        return self.name + (f" {UNVERIFIED_MARK}" if self.model.teacher_warnings else "")
+        return self.name + (f" {UNVERIFIED_MARK}" if self.model.teacher_warnings else "") + \
+            (f" {FAILED_TEACHER_MARK}" if self.model.failed_teachers else "")
 
 
 def _percent(value: Tuple[float, float]) -> str:
@@ -202,6 +204,12 @@ def _teachers_lines(rows: Sequence[ModelRow]) -> List[str]:
         per_fold = "; ".join(f"fold {f}: {teacher_set_label(t)}" for f, t in sorted(row.model.teachers.items()))
         lines.append(f"- {row.display_name}: {per_fold}")
         lines += [f"  - {UNVERIFIED_MARK} {w}" for w in row.model.teacher_warnings]
+        lines += [f"  - {FAILED_TEACHER_MARK} {w}" for w in row.model.failed_teachers]
+        lines += [f"  - fold {f}: inner-hold-out Dice (weight) " + ", ".join(
+                  f"{t.trainer} {'n/a' if t.inner_holdout_dice is None else f'{t.inner_holdout_dice:.3f}'}"
+                  f"{'' if t.weight is None else f' ({t.weight:.3f})'}" for t in records)
+                  for f, records in sorted(row.model.teachers.items())
+                  if records and any(t.inner_holdout_dice is not None for t in records)]
     return lines
 
 
@@ -224,7 +232,8 @@ def models_csv(path: Path, rows: Sequence[ModelRow], labels, label_names, folds:
     header += ["dice_empty_correct"]
     header += [f"hd95_{n}" for n in names] + ["hd95_fg", "hd95_fg_sd", "hd95_undefined"]
     header += ["parameters", "gflops", "flop_device", "patch_size", "seconds_per_case", "timing_device",
-               "timing_fold", "timing_case", "tta_mirroring", "teachers", "teacher_warnings", "notes"]
+               "timing_fold", "timing_case", "tta_mirroring", "teachers", "teacher_warnings", "failed_teachers",
+               "notes"]
     table = []
     for row in rows:
         m, c, t = row.model, row.complexity, row.latency
@@ -240,7 +249,7 @@ def models_csv(path: Path, rows: Sequence[ModelRow], labels, label_names, folds:
         values += [c.parameters, c.gflops, c.flop_device, "x".join(map(str, c.patch_size))] if c else [""] * 4
         values += [t.seconds, t.device, t.fold, t.case, t.mirroring] if t else [""] * 5
         values += [" ".join(f"{f}:{teacher_set_label(r)}" for f, r in sorted(m.teachers.items())),
-                   "; ".join(m.teacher_warnings), "; ".join(row.notes)]
+                   "; ".join(m.teacher_warnings), "; ".join(m.failed_teachers), "; ".join(row.notes)]
         table.append(values)
     return write_csv(path, header, table)
 
@@ -282,6 +291,10 @@ def report_markdown(folders, folds, rows, table, tests, reference_rule, missing,
                   f"own (trained by nnU-Net itself: its cases are derived from splits_final.json, which may have "
                   f"changed since it trained), or with no record of its teachers: nothing the teacher wrote shows "
                   f"that it never trained on this student's validation cases (see Teachers).", ""]
+    if any(r.model.failed_teachers for r in rows):
+        lines += [f"{FAILED_TEACHER_MARK} taught (in at least one fold) by a teacher that failed on the student's "
+                  f"inner hold-out: its foreground Dice there was far below the best teacher's, and unless its weight "
+                  f"was 0 it was averaged into the distillation (see Teachers).", ""]
     lines += [table, ""] + challenge_lines
     if fold_all:
         lines += ["## Fold all (not cross-validated)", "", FOLD_ALL_NOTE, "", fold_all, ""]
@@ -313,7 +326,9 @@ def report_markdown(folders, folds, rows, table, tests, reference_rule, missing,
     if teachers:
         lines += ["## Teachers", "",
                   "Per distilled row, the teachers that taught each fold (its fold_X/teachers.json); a trainer whose "
-                  "folds were taught by different teacher sets has one row per set.", ""] + teachers + [""]
+                  "folds were taught by different teacher sets has one row per set. Each teacher's foreground Dice on "
+                  "the student's inner hold-out (measured before it taught; never on the validation cases) and its "
+                  "weight in L_PWD and L_AFS.", ""] + teachers + [""]
     notes = [f"{r.name}: {n}" for r in rows for n in r.notes]
     notes += [f"{r.name}: HD95 undefined for {r.hd95_undefined} case-label(s) (empty prediction or reference), "
               f"left out of its mean" for r in rows if r.hd95_undefined]

@@ -10,7 +10,9 @@ without distillation (its network spec says which), anything else an nnU-Net bas
 A distilled student's ``fold_X/teachers.json`` records the teachers that taught that fold and whether
 each had a provenance record (``"provenance": "recorded"``; ``"derived from nnU-Net's split"`` for a model
 trained without this package, whose cases follow ``splits_final.json``; ``"unrecorded"`` in records of older
-versions; absent in records written before it existed: "unknown").
+versions; absent in records written before it existed: "unknown"), and, since teachers are measured before
+they teach, each teacher's foreground Dice on the student's inner hold-out, whether it failed there (far below
+the best teacher) and its weight in the distillation.
 Folds of one trainer taught by different teacher sets are not one model: ``split_by_teacher_set`` makes
 one result per set, each with only its own folds.
 """
@@ -108,6 +110,9 @@ class TeacherRecord:
     trainer: str
     checkpoint: str
     provenance: str  # "recorded", "derived from nnU-Net's split", "unrecorded" (older versions) or "unknown"
+    inner_holdout_dice: Optional[float] = None  # None: not measured (no inner hold-out, or an older record)
+    failed: bool = False  # far below the best teacher's Dice on the inner hold-out
+    weight: Optional[float] = None  # in L_PWD and L_AFS; None in older records (equal)
 
 
 @dataclass
@@ -142,6 +147,20 @@ class ModelResults:
                           f"provenance {t.provenance} (no record of how and on which cases it was trained)")
                          for t in records if t.provenance != PROVENANCE_RECORDED]
         return warnings
+
+    @property
+    def failed_teachers(self) -> List[str]:
+        """Per fold, each teacher that failed on the student's inner hold-out, with its Dice, the best one's and
+        its weight."""
+        lines = []
+        for fold, records in sorted(self.teachers.items()):
+            measured = [t for t in records or () if t.inner_holdout_dice is not None]
+            best = max(measured, key=lambda t: t.inner_holdout_dice, default=None)
+            lines += [f"fold {fold}: teacher {t.trainer} failed on the inner hold-out (Dice "
+                      f"{t.inner_holdout_dice:.3f}; best {best.trainer} {best.inner_holdout_dice:.3f}" +
+                      ("" if t.weight is None else f"; weight {t.weight:.3f}") + ")"
+                      for t in records or () if t.failed and best is not None]
+        return lines
 
     @property
     def complete(self) -> bool:
@@ -230,7 +249,8 @@ def fold_teachers(fold_folder: Path) -> Optional[Tuple[TeacherRecord, ...]]:
         return None
     try:
         entries = json.loads(record.read_text())
-        return tuple(TeacherRecord(e["trainer"], str(e.get("checkpoint", "")), e.get("provenance", PROVENANCE_UNKNOWN))
+        return tuple(TeacherRecord(e["trainer"], str(e.get("checkpoint", "")), e.get("provenance", PROVENANCE_UNKNOWN),
+                                   e.get("inner_holdout_dice"), bool(e.get("failed", False)), e.get("weight"))
                      for e in entries)
     except (ValueError, KeyError, TypeError) as e:
         raise TeachFormerError(f"{record} is not a teachers record (a JSON list of {{\"trainer\", \"checkpoint\", "

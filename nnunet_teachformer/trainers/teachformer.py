@@ -17,6 +17,11 @@ prediction), so the student's checkpoint is a plain nnU-Net checkpoint that ``nn
 TeachFormerTrainer`` loads alone. The teacher set is part of a run's identity: ``fold_X/teachers.json``
 records it, and a fold that has checkpoints is never continued or restarted with another set.
 
+Before training, each teacher's foreground Dice on the student's inner hold-out is measured
+(``distillation.teacher_quality``) and recorded in ``teachers.json``; a teacher far below the best one
+(``teacher_failure_ratio``) is a WARNING in the log, and ``teacher_weighting`` ("equal", "dice",
+"drop_failed") sets each teacher's weight in L_PWD and L_AFS.
+
 The teachers' forward passes cost most of a distillation step; ``teacher_precision`` (bf16 autocast also
 on CPUs with AMX/AVX512-BF16, or fp32 on CUDA) and ``teacher_channels_last`` change only how they run.
 ``benchmarks/train_step.py`` measures what each gives.
@@ -25,7 +30,8 @@ import contextlib
 import io
 import os
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from time import time
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -36,7 +42,9 @@ from nnunetv2.utilities.helpers import dummy_context
 from nnunet_teachformer import roster
 from nnunet_teachformer.distillation.attention import attention_feature_similarity
 from nnunet_teachformer.distillation.losses import pixelwise_distillation, valid_mask
-from nnunet_teachformer.distillation.teachers import (TEACHERS_ENV, StudentRun, TeacherEnsemble, TeacherRef,
+from nnunet_teachformer.distillation.teacher_quality import (WEIGHTINGS, failed_teachers, holdout_dice,
+                                                             teacher_weights)
+from nnunet_teachformer.distillation.teachers import (TEACHERS_ENV, StudentRun, Teacher, TeacherEnsemble, TeacherRef,
                                                       load_teachers, teacher_refs_from_environment)
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.hdenseformer import HDENSEFORMER_LIGHT_SPEC
@@ -72,6 +80,10 @@ OPTIONS = {
     "teacher_precision": _one_of("auto", "bf16", "fp32"),
     "teacher_channels_last": _one_of(True, False),
     "teacher_checkpoint": (lambda v: isinstance(v, str) and v.endswith(".pth"), "a checkpoint file name (*.pth)"),
+    "teacher_weighting": _one_of(*WEIGHTINGS),
+    "teacher_failure_ratio": (lambda v: _number(0, strict=True)[0](v) and v <= 1, "a number in (0, 1]"),
+    "teacher_dice_max_cases": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                               "an integer >= 0 (0: not measured)"),
 }
 
 
@@ -91,6 +103,10 @@ class TeachFormerTrainer(ArchitectureTrainer):
     # how the teachers run; their forward passes are most of a distillation step's cost (benchmarks/train_step.py)
     teacher_precision = "auto"  # "auto": as the student (bf16 autocast on CUDA, fp32 on CPU); "bf16"; "fp32"
     teacher_channels_last = False  # channels-last (NDHWC, 2D: NHWC) weights and inputs of the teachers
+    # each teacher's Dice on the inner hold-out, measured at the start (distillation.teacher_quality)
+    teacher_weighting = "equal"  # in L_PWD and L_AFS: "equal" (the paper), "dice" or "drop_failed"
+    teacher_failure_ratio = 0.5  # a teacher below this fraction of the best teacher's Dice failed: a WARNING
+    teacher_dice_max_cases = 10  # of the inner hold-out's cases (sorted), to keep the measurement affordable
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -103,6 +119,12 @@ class TeachFormerTrainer(ArchitectureTrainer):
         super()._check_before_start(plans, configuration, dataset_json)
         problems = [f"{name} = {getattr(cls, name)!r} (must be {must})" for name, (ok, must) in OPTIONS.items()
                     if not ok(getattr(cls, name))]
+        if cls.teacher_weighting != "equal" and (cls.early_stopping_patience is None or
+                                                 not cls.teacher_dice_max_cases):
+            problems.append(f"teacher_weighting = {cls.teacher_weighting!r} weights teachers by their Dice on the "
+                            f"inner hold-out, which is not measured with " +
+                            ("early_stopping_patience = None (no inner hold-out)" if cls.early_stopping_patience is None
+                             else "teacher_dice_max_cases = 0") + " (use teacher_weighting = 'equal')")
         if not cls.afs_weight and not cls.pwd_weight:
             problems.append("afs_weight and pwd_weight are both 0: nothing is distilled (train the student's own "
                             "architecture trainer for a baseline)")
@@ -152,9 +174,11 @@ class TeachFormerTrainer(ArchitectureTrainer):
             validation_cases=tuple(self.case_roles()[2]), splits=self._load_splits(),
             dataset_fingerprint=self.dataset_fingerprint())
         teachers = load_teachers(refs, run, self.device)
-        self.teachers = self.teacher_ensemble(teachers)
+        quality = self._teacher_quality(teachers)
+        self.teachers = self.teacher_ensemble(teachers, [q["weight"] for q in quality])
         if self.local_rank == 0:  # which teachers taught this fold: the run's identity, and the report's record
-            save_json([t.describe() for t in teachers], join(self.output_folder, TEACHERS_FILE))
+            save_json([{**t.describe(), **q} for t, q in zip(teachers, quality)],
+                      join(self.output_folder, TEACHERS_FILE))
         derived = [t.ref.trainer for t in teachers if t.provenance == PROVENANCE_DERIVED]
         if derived:
             self.print_to_log_file(f"Teachers trained without nnunet-teachformer: {', '.join(derived)}; what they "
@@ -170,6 +194,60 @@ class TeachFormerTrainer(ArchitectureTrainer):
             f"; loss = L_SEG + {self.afs_weight} * L_AFS(taps {list(self.teachers.taps)}, p={self.attention_power}, "
             f"{self.afs_normalisation}-normalised, {self.afs_distance} distance) + {self.pwd_weight} * "
             f"L_PWD(T={self.pwd_temperature}, {self.pwd_combination} of teachers)")
+
+    def _teacher_quality(self, teachers: Sequence[Teacher]) -> List[dict]:
+        """Per teacher, its ``teachers.json`` keys: foreground Dice on the inner hold-out (never on the fold's
+        validation cases), the cases, whether it failed and its weight; a failed teacher is a WARNING in the log."""
+        selection = self.case_roles()[1]
+        cases = selection[:self.teacher_dice_max_cases]
+        started = time()
+        if cases:
+            dataset = self.dataset_class(self.preprocessed_dataset_folder, cases,
+                                         folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
+            measured = [holdout_dice(t.network, t.ref.trainer, dataset, cases, self.plans_manager,
+                                     self.configuration_manager, self.dataset_json, self.device) for t in teachers]
+            dice = [None if np.isnan(d) else d for d in measured]
+            notes = [self._dice_note(t, d, cases) for t, d in zip(teachers, dice)]
+        else:
+            why = "not measured: " + ("teacher_dice_max_cases = 0" if selection else "no inner hold-out "
+                                      "(early_stopping_patience = None), and the fold's validation cases never serve")
+            dice, notes = [None] * len(teachers), [why] * len(teachers)
+        failed = failed_teachers(dice, self.teacher_failure_ratio)
+        weights, equal_because = teacher_weights(dice, failed, self.teacher_weighting)
+        names = [t.ref.trainer for t in teachers]
+        self.print_to_log_file(
+            f"Teachers' foreground Dice on the inner hold-out ({len(cases)} of {len(selection)} cases"
+            f"{': ' + ', '.join(cases) if cases else ''}; {time() - started:.0f} s): " +
+            ", ".join(f"{n} {'n/a' if d is None else f'{d:.3f}'}" for n, d in zip(names, dice)) +
+            f"; weights ({self.teacher_weighting}): " + ", ".join(f"{n} {w:.3f}" for n, w in zip(names, weights)) +
+            ("" if cases else f" ({notes[0]})"))
+        self._warn_failed(names, dice, failed, weights)
+        if equal_because:
+            self.print_to_log_file(f"WARNING: teacher_weighting {self.teacher_weighting!r} has nothing to go by "
+                                   f"({equal_because}): the teachers are weighted equally.")
+        return [{"inner_holdout_dice": d, "inner_holdout_cases": list(cases),
+                 **({"inner_holdout_note": n} if n else {}), "failed": f, "weight": w}
+                for d, n, f, w in zip(dice, notes, failed, weights)]
+
+    def _warn_failed(self, names: Sequence[str], dice: Sequence[Optional[float]], failed: Sequence[bool],
+                     weights: Sequence[float]) -> None:
+        best_dice, best_name = max((d, n) for n, d in zip(names, dice) if d is not None) if any(failed) else (0, "")
+        for name, d, weight in [(n, d, w) for n, d, f, w in zip(names, dice, failed, weights) if f]:
+            self.print_to_log_file(
+                f"WARNING: teacher {name} failed on the inner hold-out: foreground Dice {d:.3f}, " +
+                (f"below {self.teacher_failure_ratio} x the best teacher's ({best_name}, {best_dice:.3f})" if best_dice
+                 else "as every teacher's") + f". Its weight ({self.teacher_weighting}): {weight:.3f}" +
+                ("; check or retrain it, or leave it out (teacher_weighting 'drop_failed', "
+                 "TeachFormerTrainer_dropFailed)." if weight else ": left out."))
+
+    @staticmethod
+    def _dice_note(teacher: Teacher, dice: Optional[float], cases: Sequence[str]) -> Optional[str]:
+        """What to know about a teacher's inner-hold-out Dice, if anything."""
+        if dice is None:
+            return "undefined: no foreground in any case's reference or prediction"
+        seen = len(teacher.training_cases & set(cases))
+        return f"optimistic: the teacher trained on {seen} of these cases ({teacher.provenance} provenance)" \
+            if seen else None
 
     def _check_teacher_set(self, refs: Sequence[TeacherRef]) -> None:
         """A fold that has checkpoints keeps the teacher set it was started with."""
@@ -200,12 +278,12 @@ class TeachFormerTrainer(ArchitectureTrainer):
             if os.path.isdir(folder) and not os.listdir(folder):
                 os.rmdir(folder)
 
-    def teacher_ensemble(self, teachers) -> TeacherEnsemble:
+    def teacher_ensemble(self, teachers, weights: Optional[Sequence[float]] = None) -> TeacherEnsemble:
         """The teachers as this trainer runs them (benchmarks time single teachers through this too)."""
         return TeacherEnsemble(teachers, self.afs_taps if self.afs_weight else (), self.attention_power,
                                self.pwd_temperature, self.pwd_combination, need_probabilities=bool(self.pwd_weight),
                                channels_last=self.teacher_channels_last,
-                               spatial_dims=len(self.configuration_manager.patch_size))
+                               spatial_dims=len(self.configuration_manager.patch_size), weights=weights)
 
     def teacher_autocast(self):
         """The autocast context of the teachers' forward passes (``teacher_precision``)."""
@@ -242,7 +320,7 @@ class TeachFormerTrainer(ArchitectureTrainer):
             zero = l_seg.new_zeros(())
             l_afs = torch.stack([
                 attention_feature_similarity(features[tap], signals.maps[tap], self.attention_power,
-                                             self.afs_normalisation, self.afs_distance, valid)
+                                             self.afs_normalisation, self.afs_distance, valid, signals.weights)
                 for tap in self.teachers.taps]).mean() if self.teachers.taps else zero
             full_output = output[0] if isinstance(output, (list, tuple)) else output
             l_pwd = pixelwise_distillation(full_output, signals.probabilities, self.pwd_temperature, valid) \

@@ -61,6 +61,40 @@ class TeachFormerTrainer_entropyWeighted(TeachFormerTrainer):
     pwd_combination = "entropy"
 
 
+class TeachFormerTrainer_diceWeighted(TeachFormerTrainer):
+    """Teachers weighted by their Dice on the inner hold-out, in L_PWD and L_AFS."""
+    teacher_weighting = "dice"
+
+
+class TeachFormerTrainer_dropFailed(TeachFormerTrainer):
+    """Teachers far below the best one on the inner hold-out (failed) left out of L_PWD and L_AFS."""
+    teacher_weighting = "drop_failed"
+
+
+class TeachFormerTrainer_diceWeighted_tiny(Tiny, TeachFormerTrainer_diceWeighted):
+    pass
+
+
+class TeachFormerTrainer_dropFailed_tiny(Tiny, TeachFormerTrainer_dropFailed):
+    pass
+
+
+class TeachFormerTrainer_diceWeighted_demo(Demo, TeachFormerTrainer_diceWeighted):
+    pass
+
+
+class TeachFormerTrainer_dropFailed_demo(Demo, TeachFormerTrainer_dropFailed):
+    pass
+
+
+class TeachFormerTrainer_diceWeighted_5epochs(FiveEpochs, TeachFormerTrainer_diceWeighted):
+    pass
+
+
+class TeachFormerTrainer_dropFailed_5epochs(FiveEpochs, TeachFormerTrainer_dropFailed):
+    pass
+
+
 class TeachFormerTrainer_UXNetLightStudent(TeachFormerTrainer):
     network_spec = UXNET_LIGHT_SPEC
 

@@ -1,13 +1,16 @@
 """Trainers that exist only for the tests, found by nnU-Net through ``nnUNet_extTrainer`` (see conftest's
 ``probe_env``) so that the real ``nnUNetv2_train`` runs them."""
+import copy
 import random
 
 import numpy as np
 import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import \
     nnUNetTrainerNoMirroring
 
-from nnunet_teachformer.trainers import HDenseFormerLightTrainer_tiny, UNETRTrainer_tiny
+from nnunet_teachformer.trainers import (HDenseFormerLightTrainer_tiny, TeachFormerTrainer_tiny, UNetTrainer_tiny,
+                                        UNETRTrainer_tiny)
 
 
 class EarlyStopProbeTrainer(UNETRTrainer_tiny):
@@ -52,3 +55,50 @@ class StockProbeTrainer(nnUNetTrainerNoMirroring):
         self.num_iterations_per_epoch = 4
         self.num_val_iterations_per_epoch = 2
 
+
+
+
+class GoodTeacherProbeTrainer(UNetTrainer_tiny):
+    """A teacher that segments the phantom after a few iterations: nnU-Net's U-Net (tiny widths) on 32^3 patches
+    (it teaches on the student's 64^3 patch: a U-Net takes any multiple of its strides), Adam, and nnU-Net's Dice +
+    cross-entropy loss with the lesions' cross-entropy weighted up (they are ~0.4 % of the voxels; unweighted, the
+    network predicts only background for its first tens of iterations). Seeded (run with nnUNet_n_proc_DA=0)."""
+    epochs = 1
+    iterations_per_epoch = 10
+    val_iterations_per_epoch = 1
+    patch = [32, 32, 32]
+    lesion_weight = 30.0
+    adam_lr = 1e-2
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        random.seed(0)
+        np.random.seed(0)
+        torch.manual_seed(0)
+        plans = copy.deepcopy(plans)
+        plans["configurations"][configuration]["patch_size"] = self.patch
+        super().__init__(plans, configuration, fold, dataset_json, device)
+
+    def _build_loss(self):
+        loss = super()._build_loss()
+        heads = self.label_manager.num_segmentation_heads
+        loss.loss.ce.weight = torch.tensor([1.0] + [self.lesion_weight] * (heads - 1), device=self.device)
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.adam_lr)
+        return optimizer, PolyLRScheduler(optimizer, self.adam_lr, self.num_epochs)
+
+
+class BrokenTeacherProbeTrainer(GoodTeacherProbeTrainer):
+    """The same teacher with a learning rate of 0: it keeps its (seeded) initial weights and learns nothing."""
+    iterations_per_epoch = 1
+    adam_lr = 0.0
+
+
+
+class EqualStudentProbeTrainer(TeachFormerTrainer_tiny):
+    """A distilled student that trains one iteration: its start, where it measures its teachers, is what counts."""
+    epochs = 1
+    iterations_per_epoch = 1
+    val_iterations_per_epoch = 1
