@@ -203,9 +203,6 @@ def find_trainer(name: str):
 def class_source(run: Run, args) -> str:
     """The generated subclass of one run: the benchmark's schedule, width and seed on ``run.base``."""
     base = find_trainer(run.base)
-    if not _importable(base.__module__):  # e.g. a class of a folder on nnUNet_extTrainer, outside any package
-        raise SystemExit(f"{run.base} is defined in {base.__module__}, which cannot be imported by name; put it in an "
-                         f"installed package to use it here")
     lines = [f"class {run.name}({run.base}):",
              f"    epochs = {run.iterations // args.epoch_iterations}",
              f"    iterations_per_epoch = {args.epoch_iterations}",
@@ -217,7 +214,15 @@ def class_source(run: Run, args) -> str:
         lines.append('    network_preset = "tiny"')
     if run.teachers:
         lines += [f"    teacher_trainers = {tuple(run.teachers)!r}", '    teacher_variant = ""']
-    return f"from {base.__module__} import {run.base}\n\n\n" + "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def base_import(name: str) -> str:
+    base = find_trainer(name)
+    if not _importable(base.__module__):  # e.g. a class of a folder on nnUNet_extTrainer, outside any package
+        raise SystemExit(f"{name} is defined in {base.__module__}, which cannot be imported by name; put it in an "
+                         f"installed package to use it here")
+    return f"from {base.__module__} import {name}"
 
 
 def _importable(module: str) -> bool:
@@ -230,8 +235,10 @@ def _importable(module: str) -> bool:
 
 def write_trainers(runs: Sequence[Run], args, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    header = '"""Trainer variants of benchmarks/distillation_budget.py (generated; rewritten by every run)."""\n'
-    (folder / GENERATED_MODULE).write_text(header + "\n\n".join(class_source(r, args) for r in runs))
+    imports = sorted({base_import(r.base) for r in runs})
+    source = ['"""Trainer variants of benchmarks/distillation_budget.py (generated; rewritten by every run)."""',
+              *imports, "", ""] + ["\n\n".join(class_source(r, args) for r in runs)]
+    (folder / GENERATED_MODULE).write_text("\n".join(source))
 
 
 def plan_runs(args) -> List[Run]:
