@@ -1,6 +1,7 @@
 """Smoke test of the benchmark scripts (the benchmarks themselves are not part of the test suite): each runs at
 its ``--tiny`` size on the CPU, ends with its one-line summary and writes the JSON keys that outside checks read,
-as finite positive numbers."""
+as finite positive numbers (the distillation budget's Dice figures, whose tiny models may score 0, as fractions
+in their place)."""
 import json
 import math
 import subprocess
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from matplotlib.image import imread
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 KEYS = {
@@ -19,18 +21,43 @@ pytestmark = pytest.mark.slow  # each benchmark script converts, plans and train
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """One scratch nnU-Net tree for both scripts, so the tiny phantom is converted once."""
+    """One scratch nnU-Net tree for the scripts, so the tiny phantom is converted once."""
     return tmp_path_factory.mktemp("benchmarks")
 
 
-@pytest.mark.parametrize("script", sorted(KEYS))
-def test_runs_tiny_and_writes_finite_ratios(script, workdir, tmp_path):
-    out = tmp_path / "result.json"
+def run_tiny(script, workdir, out):
+    """The script's --tiny run; its JSON."""
     result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--tiny", "--device", "cpu", "--json", str(out),
                              "--workdir", str(workdir)], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     assert result.stdout.strip().splitlines()[-1].startswith(f"SUMMARY {script[:-3]}"), result.stdout[-2000:]
-    data = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("script", sorted(KEYS))
+def test_runs_tiny_and_writes_finite_ratios(script, workdir, tmp_path):
+    data = run_tiny(script, workdir, tmp_path / "result.json")
     for key in KEYS[script]:
         value = data[key]
         assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (key, value)
+
+
+def test_distillation_budget_scores_every_model_budget_and_seed(workdir, tmp_path):
+    """Teacher, baseline and distilled student trained through nnUNetv2_train at the tiny budget under two seeds,
+    each scored on the held-out cases; the distilled student's difference pairs every (seed, case)."""
+    data = run_tiny("distillation_budget.py", workdir, tmp_path / "budget.json")
+    teacher = data["teachers"][data["best_teacher"]]
+    assert 0 <= teacher["dice"] <= 1 and len(teacher["case_dice"]) == data["settings"]["held_out_cases"]
+    fraction = data["fraction_of_best_teacher_at_largest_budget"]
+    assert isinstance(fraction, float) and (fraction >= 0 or math.isnan(fraction))  # NaN: the tiny teacher scored 0
+    seeds = [str(s) for s in data["settings"]["seeds"]]
+    [budget] = data["budgets"]
+    models = budget["models"]
+    assert {m["role"] for m in models.values()} == {"baseline", "distilled"} and len(seeds) == 2
+    for model in models.values():
+        assert sorted(model["dice_per_seed"]) == seeds and all(0 <= v <= 1 for v in model["dice_per_seed"].values())
+        assert len(set(model["trainers"].values())) == 2  # one trainer variant per seed
+    difference = models["TeachFormerTrainer"]["minus_baseline"]
+    assert difference["pairs"] == 2 * data["settings"]["held_out_cases"]
+    assert difference["ci_low"] <= difference["mean"] <= difference["ci_high"]
+    assert imread(data["plot"]).ndim == 3

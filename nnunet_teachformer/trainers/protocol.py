@@ -7,6 +7,10 @@ trained and selected under one protocol:
 * schedule as class attributes (``epochs``, ``iterations_per_epoch``, ``val_iterations_per_epoch``,
   ``validation_mirroring``: whether nnU-Net's final validation averages over mirrored inputs), so variants
   are two-line subclasses;
+* ``seed``: None (nnU-Net's way: unseeded) or a number that seeds Python's, NumPy's and PyTorch's generators
+  when the trainer is built, so the initial weights and, with ``nnUNet_n_proc_DA=0`` (augmentation in the
+  training process), every batch are reproducible: repeated runs of one setting differ only by their seed
+  (``benchmarks/distillation_budget.py`` trains each setting under several);
 * a patch every network takes on plans our planner did not make (``patch_adaptation``), said in the log;
 * no training on missing, incomplete or stale data: a configuration that was never preprocessed, an interrupted
   preprocessing, or preprocessed data whose raw cases changed since ``teachformer plan`` recorded them is refused
@@ -25,6 +29,7 @@ trained and selected under one protocol:
   checkpoint, records the cases the model learnt from and chose its weights with, and the fingerprint
   of its input data; distilled students check their teachers against it.
 """
+import random
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -51,9 +56,11 @@ class StudyProtocol:
     early_stopping_patience: Optional[int] = 40
     inner_holdout_fraction = 0.2  # of the fold's training cases, for early stopping and best-weight selection
     inner_holdout_min_cases = 2
+    seed: Optional[int] = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        self._seed_generators()
         plans, self.patch_adaptation = adapt_plans(plans, configuration)
         plans_manager = PlansManager(plans)
         if configuration in plans_manager.available_configurations:  # nnU-Net itself reports unknown ones
@@ -64,6 +71,17 @@ class StudyProtocol:
         self.num_epochs = self.epochs
         self.num_iterations_per_epoch = self.iterations_per_epoch
         self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
+
+    @classmethod
+    def _seed_generators(cls) -> None:
+        if cls.seed is None:
+            return
+        if isinstance(cls.seed, bool) or not isinstance(cls.seed, int) or not 0 <= cls.seed < 2 ** 32:
+            raise TeachFormerError(f"{cls.__name__}.seed = {cls.seed!r}: it must be None (unseeded) or a whole "
+                                   f"number from 0 to 2**32 - 1 (NumPy's range).")
+        random.seed(cls.seed)
+        np.random.seed(cls.seed)
+        torch.manual_seed(cls.seed)
 
     def case_roles(self) -> Tuple[List[str], List[str], List[str]]:
         """(training, selection, validation) cases of this fold: the network learns from the training cases,

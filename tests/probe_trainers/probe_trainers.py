@@ -1,7 +1,6 @@
 """Trainers that exist only for the tests, found by nnU-Net through ``nnUNet_extTrainer`` (see conftest's
 ``probe_env``) so that the real ``nnUNetv2_train`` runs them."""
 import copy
-import random
 
 import numpy as np
 import torch
@@ -29,19 +28,13 @@ class EarlyStopProbeTrainer(UNETRTrainer_tiny):
 
 
 class SeededSelectionProbeTrainer(HDenseFormerLightTrainer_tiny):
-    """A reproducible tiny run (seeded; run it with nnUNet_n_proc_DA=0) whose early stopping is likely to fire:
-    two runs on the same training and selection data must agree to the bit."""
+    """A reproducible tiny run (``seed``, the package's seeding; run it with nnUNet_n_proc_DA=0) whose early
+    stopping is likely to fire: two runs on the same training and selection data must agree to the bit."""
     epochs = 4
     iterations_per_epoch = 2
     val_iterations_per_epoch = 2
     early_stopping_patience = 1
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):  # nnU-Net records these arguments by name
-        random.seed(0)
-        np.random.seed(0)
-        torch.manual_seed(0)
-        super().__init__(plans, configuration, fold, dataset_json, device)
+    seed = 0
 
 
 class StockProbeTrainer(nnUNetTrainerNoMirroring):
@@ -69,12 +62,10 @@ class GoodTeacherProbeTrainer(UNetTrainer_tiny):
     patch = [32, 32, 32]
     lesion_weight = 30.0
     adam_lr = 1e-2
+    seed = 0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        random.seed(0)
-        np.random.seed(0)
-        torch.manual_seed(0)
         plans = copy.deepcopy(plans)
         plans["configurations"][configuration]["patch_size"] = self.patch
         super().__init__(plans, configuration, fold, dataset_json, device)
