@@ -13,8 +13,10 @@ trained by the real ``nnUNetv2_train`` on TeachFormerPlans, fold 0, at the bench
 
 The students train at every budget (``--budgets`` multiples of ``--base-iterations``) under every seed
 (``--seeds``). Budgets and seeds are trainer variants: small subclasses written into ``<workdir>/trainers`` (on
-``nnUNet_extTrainer``) that set the schedule, the width and the seed (``StudyProtocol.seed``); nnU-Net's
-fixed schedule (no early stopping), so a budget is exactly that many iterations. Every model predicts the
+``nnUNet_extTrainer``) that set the schedule, the width and the seed (``StudyProtocol.seed``). Every model keeps
+the study's inner hold-out (its pseudo Dice, and the teachers' Dice that ``teacher_weighting`` variants weight by)
+but an early-stopping patience longer than its schedule, so a budget is exactly that many iterations and
+``checkpoint_final.pth`` the last epoch's weights. Every model predicts the
 held-out cases (``imagesTs``, nnU-Net's predictor without mirroring) and is scored against ``labelsTs`` by
 nnU-Net's own evaluation; a case's score is its mean Dice over the foreground labels
 (``evaluation.metrics.case_score``). Per budget: every model's held-out Dice per seed and its mean over seeds,
@@ -50,6 +52,7 @@ CONFIGURATION = "3d_fullres"
 PLANS = "TeachFormerPlans"
 FOLD = 0
 GENERATED_MODULE = "distillation_budget_trainers.py"
+GENERATED_VERSION = 2  # of what the generated classes set beyond their names; 1: no inner hold-out
 ROLE_TEACHER, ROLE_BASELINE, ROLE_DISTILLED, ROLE_VARIANT = "teacher", "baseline", "distilled", "variant"
 
 
@@ -208,7 +211,7 @@ def class_source(run: Run, args) -> str:
              f"    iterations_per_epoch = {args.epoch_iterations}",
              "    val_iterations_per_epoch = 1",
              "    validation_mirroring = False",
-             "    early_stopping_patience = None",
+             f"    early_stopping_patience = {run.iterations // args.epoch_iterations + 1}  # never stops",
              f"    seed = {run.seed}"]
     if getattr(base, "network_preset", "paper") == "paper":  # a class with a preset of its own keeps it
         lines.append('    network_preset = "tiny"')
@@ -233,8 +236,23 @@ def _importable(module: str) -> bool:
         return False
 
 
-def write_trainers(runs: Sequence[Run], args, folder: Path) -> None:
+def check_workdir_settings(args, folder: Path) -> None:
+    """Model names carry base trainer, iterations and seed, and ``phantom`` starts afresh on other data; what else
+    shapes a model is stamped on the workdir, and a workdir stamped otherwise (or holding models of an unstamped
+    run) is refused, not mixed."""
+    settings = {"version": GENERATED_VERSION, "epoch_iterations": args.epoch_iterations}
+    stamp = folder / "settings.json"
+    results = list(Path(os.environ["nnUNet_results"]).glob(f"Dataset{DATASET_ID:03d}_*/*__{PLANS}__*"))
+    recorded = json.loads(stamp.read_text()) if stamp.is_file() else ({} if results else settings)
+    if recorded != settings:
+        raise SystemExit(f"{folder.parent} holds models trained with other settings ({recorded or 'not recorded'}; "
+                         f"this run: {settings}); give another --workdir, or remove that one")
     folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(settings))
+
+
+def write_trainers(runs: Sequence[Run], args, folder: Path) -> None:
+    check_workdir_settings(args, folder)
     imports = sorted({base_import(r.base) for r in runs})
     source = ['"""Trainer variants of benchmarks/distillation_budget.py (generated; rewritten by every run)."""',
               *imports, "", ""] + ["\n\n".join(class_source(r, args) for r in runs)]
@@ -435,7 +453,8 @@ def main(argv=None) -> int:
                      "teachers": [r.base for r in runs if r.role == ROLE_TEACHER],
                      "teacher_iterations": args.teacher_iterations, "base_iterations": args.base_iterations,
                      "budgets": args.budgets, "seeds": args.seeds, "epoch_iterations": args.epoch_iterations,
-                     "variants": args.variants, "width": "tiny preset", "schedule": "fixed (no early stopping)",
+                     "variants": args.variants, "width": "tiny preset",
+                     "schedule": "fixed: early stopping never fires; inner hold-out of the fold's training cases kept",
                      "prediction": "nnU-Net's predictor, no mirroring", "case_score": "mean foreground Dice",
                      "confidence_interval": "95 % percentile bootstrap over (seed, case) pairs"},
         **results, "table_markdown": table, "plot": str(figure) if figure else None,
