@@ -337,7 +337,8 @@ def _demo(a):
 def _demo_parser(sub):
     p = sub.add_parser("demo", help="toy-scale study on the synthetic phantom: convert, plan, train, predict, report")
     p.add_argument("--workdir", default="teachformer_demo", help="folder for the demo's nnU-Net data and results")
-    p.add_argument("--quick", action="store_true", help="one teacher, tiny schedule (4-6 min): a smoke test")
+    p.add_argument("--quick", action="store_true",
+                   help="one teacher (SwinUNETR) on a smaller phantom, fewer cases (4-6 min): a smoke test")
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default=None, help="default: cuda if available")
     p.add_argument("-c", "--configuration", choices=["2d", "3d_fullres"], default="3d_fullres",
                    help="nnU-Net configuration of the study (2d: slices, the paper's PI-CAI arm)")

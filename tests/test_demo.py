@@ -20,6 +20,7 @@ def test_quick_demo_runs_end_to_end(tmp_path, nnunet_dirs):
     assert (report / "report.md").is_file() and (report / "held_out.md").is_file()
     for png in report.glob("*.png"):
         assert imread(str(png)).ndim == 3
-    assert (workdir / "nnUNet_results" / "Dataset990_TeachFormerPhantom").is_dir()
+    assert (workdir / "nnUNet_results" / "Dataset991_TeachFormerPhantom").is_dir()  # the quick demo's own dataset
+    assert out.strip().splitlines()[-1].startswith("VERDICT (toy scale")
     # the demo works in its own folders: the user's nnU-Net folders are left as they were
     assert {k: sorted(p.name for p in v.iterdir()) for k, v in nnunet_dirs.items()} == users_folders
