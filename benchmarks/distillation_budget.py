@@ -16,12 +16,12 @@ The students train at every budget (``--budgets`` multiples of ``--base-iteratio
 ``nnUNet_extTrainer``) that set the schedule, the width and the seed (``StudyProtocol.seed``). Every model keeps
 the study's inner hold-out (its pseudo Dice, and the teachers' Dice that ``teacher_weighting`` variants weight by)
 but an early-stopping patience longer than its schedule, so a budget is exactly that many iterations and
-``checkpoint_final.pth`` the last epoch's weights. Every model predicts the
-held-out cases (``imagesTs``, nnU-Net's predictor without mirroring) and is scored against ``labelsTs`` by
-nnU-Net's own evaluation; a case's score is its mean Dice over the foreground labels
-(``evaluation.metrics.case_score``). Per budget: every model's held-out Dice per seed and its mean over seeds,
-the students as a fraction of the best teacher, and each student minus the baseline with a 95 % percentile
-bootstrap CI over the paired (seed, held-out case) differences (``evaluation.statistics.bootstrap_effect``).
+``checkpoint_final.pth`` the last epoch's weights. Every model predicts the held-out cases (``imagesTs``,
+nnU-Net's predictor without mirroring) and is scored against ``labelsTs`` by nnU-Net's own evaluation; a case's
+score is its mean Dice over the foreground labels (``evaluation.metrics.case_score``). Per budget: every model's
+held-out Dice per seed and its mean over seeds, the students as a fraction of the best teacher, and each student
+minus the baseline with a 95 % percentile bootstrap CI over the paired (seed, held-out case) differences
+(``evaluation.statistics.bootstrap_effect``).
 
     python benchmarks/distillation_budget.py [--tiny] [--json PATH] [--plot PATH] [--workdir DIR]
         [--teachers hdenseformer swinunetr unetr] [--base-iterations N] [--budgets 1 3 10] [--seeds 0 1]
