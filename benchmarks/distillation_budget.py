@@ -9,7 +9,8 @@ trained by the real ``nnUNetv2_train`` on TeachFormerPlans, fold 0, at the bench
     baseline student   the student's own architecture trainer (HDenseFormerLightTrainer)
     distilled student  TeachFormerTrainer taught by those teachers
     --variants         further trainer classes by name, as extra rows (a TeachFormerTrainer subclass learns
-                       from the same teachers)
+                       from the teachers of its ``teacher_trainers`` among them, e.g. the ablations of
+                       ``trainers.teachformer_variants``)
 
 The students train at every budget (``--budgets`` multiples of ``--base-iterations``) under every seed
 (``--seeds``). Budgets and seeds are trainer variants: small subclasses written into ``<workdir>/trainers`` (on
@@ -261,7 +262,6 @@ def write_trainers(runs: Sequence[Run], args, folder: Path) -> None:
 
 def plan_runs(args) -> List[Run]:
     from nnunet_teachformer.roster import STUDENTS, TEACHERS
-    from nnunet_teachformer.trainers import TeachFormerTrainer
 
     teachers = [Run(TEACHERS[t], ROLE_TEACHER, args.teacher_iterations, 0) for t in args.teachers]
     baseline, distilled = STUDENTS[args.student]
@@ -271,10 +271,23 @@ def plan_runs(args) -> List[Run]:
     for multiple in args.budgets:
         for seed in args.seeds:
             for base, role in students:
-                taught = issubclass(find_trainer(base), TeachFormerTrainer)
                 runs.append(Run(base, role, multiple * args.base_iterations, seed, multiple,
-                                [t.name for t in teachers] if taught else ()))
+                                taught_by(find_trainer(base), teachers)))
     return runs
+
+
+def taught_by(trainer, teachers: Sequence[Run]) -> List[str]:
+    """The generated teacher classes a student learns from: none for a baseline; for a distilled trainer, the
+    benchmark's teachers that its ``teacher_trainers`` name (a variant of one teacher learns from that one)."""
+    from nnunet_teachformer.trainers import TeachFormerTrainer
+
+    if not issubclass(trainer, TeachFormerTrainer):
+        return []
+    chosen = [t.name for t in teachers if t.base in trainer.teacher_trainers]
+    if not chosen:
+        raise SystemExit(f"{trainer.__name__} learns from {', '.join(trainer.teacher_trainers)}, none of which this "
+                         f"run trains (--teachers): add them to --teachers")
+    return chosen
 
 
 # training and held-out evaluation ---------------------------------------------------------------------

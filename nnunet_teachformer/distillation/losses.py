@@ -5,7 +5,8 @@
   ``DeepSupervisionWrapper``. Every trainer of this package uses it, so the baseline students and
   the distilled students are trained with the same segmentation objective.
 * L_PWD (``pixelwise_distillation``): pixel-wise KL divergence from the teachers' combined class
-  probabilities to the student's, with temperature T and T^2 scaling (Hinton et al.).
+  probabilities to the student's, with temperature T and T^2 scaling (Hinton et al.); the teachers are combined
+  by ``combine_teacher_probabilities`` or, for ``logit_mean``, by a softmax of their mean logits.
 * L_AFS lives in ``attention.py``.
 
 All losses take nnU-Net's targets: (B, 1, *spatial) integer labels; voxels carrying the dataset's
@@ -18,6 +19,9 @@ from monai.losses import FocalLoss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 from torch import nn
+
+LOGIT_MEAN = "logit_mean"  # the teachers' logits averaged, then one softmax (not a mix of their probabilities)
+COMBINATIONS = ("mean", "gt_confidence", "entropy", LOGIT_MEAN)
 
 
 class SegmentationLoss(nn.Module):
@@ -48,6 +52,18 @@ def valid_mask(target: torch.Tensor, ignore_label: Optional[int]) -> Optional[to
     return target != ignore_label
 
 
+def _prior(teacher_weights: Optional[Sequence[float]], stacked: torch.Tensor) -> Optional[torch.Tensor]:
+    return None if teacher_weights is None else \
+        torch.as_tensor(teacher_weights, dtype=stacked.dtype, device=stacked.device).view(-1, *[1] * (stacked.ndim - 1))
+
+
+def teacher_mean(per_teacher: Sequence[torch.Tensor], teacher_weights: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """The (weighted) mean over teachers of one tensor each: their probabilities, or their logits."""
+    stacked = torch.stack(list(per_teacher))
+    prior = _prior(teacher_weights, stacked)
+    return stacked.mean(0) if prior is None else (prior * stacked).sum(0) / prior.sum()
+
+
 def combine_teacher_probabilities(teacher_probs: Sequence[torch.Tensor], how: str = "mean",
                                   target: Optional[torch.Tensor] = None,
                                   teacher_weights: Optional[Sequence[float]] = None) -> torch.Tensor:
@@ -59,10 +75,9 @@ def combine_teacher_probabilities(teacher_probs: Sequence[torch.Tensor], how: st
     inner-hold-out Dice) make ``mean`` a weighted average and multiply the per-voxel weights of the others.
     """
     stacked = torch.stack(list(teacher_probs))  # (K, B, C, *spatial)
-    prior = None if teacher_weights is None else \
-        torch.as_tensor(teacher_weights, dtype=stacked.dtype, device=stacked.device).view(-1, *[1] * (stacked.ndim - 1))
+    prior = _prior(teacher_weights, stacked)
     if how == "mean" or len(teacher_probs) == 1:
-        return stacked.mean(0) if prior is None else (prior * stacked).sum(0) / prior.sum()
+        return teacher_mean(teacher_probs, teacher_weights)
     if how == "gt_confidence":
         if target is None:
             raise ValueError("gt_confidence needs the target")
@@ -72,7 +87,8 @@ def combine_teacher_probabilities(teacher_probs: Sequence[torch.Tensor], how: st
     elif how == "entropy":
         weights = torch.exp((stacked * torch.log(stacked.clamp_min(1e-8))).sum(2, keepdim=True))
     else:
-        raise ValueError(f"unknown teacher combination {how!r}; use mean, gt_confidence or entropy")
+        raise ValueError(f"unknown teacher combination {how!r}; use mean, gt_confidence or entropy (logit_mean "
+                         f"averages logits: distillation.teachers.TeacherEnsemble)")
     if prior is not None:
         weights = weights * prior
     weights = weights / weights.sum(0, keepdim=True).clamp_min(1e-8)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from nnunet_teachformer.distillation.attention import attention_map
-from nnunet_teachformer.distillation.losses import combine_teacher_probabilities
+from nnunet_teachformer.distillation.losses import LOGIT_MEAN, combine_teacher_probabilities, teacher_mean
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.networks.taps import capture_taps, distillation_taps_of
 from nnunet_teachformer.distillation.provenance import (PROVENANCE_DERIVED, PROVENANCE_RECORDED, input_fingerprint,
@@ -358,17 +358,22 @@ class TeacherEnsemble:
     def __call__(self, data: torch.Tensor, target: Optional[torch.Tensor] = None) -> TeacherSignals:
         data = data.contiguous(memory_format=self.memory_format)
         maps = {tap: [] for tap in self.taps}
-        probabilities = []
+        scaled = []  # each teacher's logits / T
         for teacher in self.teachers:
             with capture_taps(teacher.network, self.taps) as features:
                 logits = teacher.network(data)
             for tap in self.taps:
                 maps[tap].append(attention_map(features[tap], self.attention_power))
             if self.need_probabilities:
-                probabilities.append(torch.softmax(logits.float() / self.temperature, dim=1))
+                scaled.append(logits.float() / self.temperature)
             del features, logits
-        combined = combine_teacher_probabilities(probabilities, self.combination, target, self.weights) \
-            if probabilities else None
+        if not scaled:
+            combined = None
+        elif self.combination == LOGIT_MEAN:  # one softmax of the averaged logits
+            combined = torch.softmax(teacher_mean(scaled, self.weights), dim=1)
+        else:
+            combined = combine_teacher_probabilities([torch.softmax(z, dim=1) for z in scaled], self.combination,
+                                                     target, self.weights)
         return TeacherSignals(maps, combined, self.weights)
 
 

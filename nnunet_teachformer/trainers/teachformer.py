@@ -41,7 +41,7 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_teachformer import roster
 from nnunet_teachformer.distillation.attention import attention_feature_similarity
-from nnunet_teachformer.distillation.losses import pixelwise_distillation, valid_mask
+from nnunet_teachformer.distillation.losses import COMBINATIONS, pixelwise_distillation, valid_mask
 from nnunet_teachformer.distillation.teacher_quality import (WEIGHTINGS, failed_teachers, holdout_dice,
                                                              teacher_weights)
 from nnunet_teachformer.distillation.teachers import (TEACHERS_ENV, StudentRun, Teacher, TeacherEnsemble, TeacherRef,
@@ -76,7 +76,8 @@ OPTIONS = {
     "afs_distance": _one_of("l2", "l1"),
     "pwd_weight": _number(0, strict=False),
     "pwd_temperature": _number(0, strict=True),
-    "pwd_combination": _one_of("mean", "gt_confidence", "entropy"),
+    "pwd_combination": _one_of(*COMBINATIONS),
+    "distillation_warmup": (lambda v: _number(0, strict=False)[0](v) and v <= 1, "a fraction of the epochs in [0, 1]"),
     "teacher_precision": _one_of("auto", "bf16", "fp32"),
     "teacher_channels_last": _one_of(True, False),
     "teacher_checkpoint": (lambda v: isinstance(v, str) and v.endswith(".pth"), "a checkpoint file name (*.pth)"),
@@ -99,7 +100,9 @@ class TeachFormerTrainer(ArchitectureTrainer):
     afs_distance = "l2"  # squared L2 or L1 distance between the normalised maps
     pwd_weight = 1.0
     pwd_temperature = 3.0
-    pwd_combination = "mean"  # "mean", "gt_confidence" or "entropy"
+    pwd_combination = "mean"  # "mean", "gt_confidence", "entropy" (of probabilities) or "logit_mean"
+    # afs_weight and pwd_weight ramp linearly from 0 over this fraction of the epochs (0: the paper, from the start)
+    distillation_warmup = 0.0
     # how the teachers run; their forward passes are most of a distillation step's cost (benchmarks/train_step.py)
     teacher_precision = "auto"  # "auto": as the student (bf16 autocast on CUDA, fp32 on CPU); "bf16"; "fp32"
     teacher_channels_last = False  # channels-last (NDHWC, 2D: NHWC) weights and inputs of the teachers
@@ -193,7 +196,9 @@ class TeachFormerTrainer(ArchitectureTrainer):
             f" (precision {self.teacher_precision}, channels_last {self.teacher_channels_last})" +
             f"; loss = L_SEG + {self.afs_weight} * L_AFS(taps {list(self.teachers.taps)}, p={self.attention_power}, "
             f"{self.afs_normalisation}-normalised, {self.afs_distance} distance) + {self.pwd_weight} * "
-            f"L_PWD(T={self.pwd_temperature}, {self.pwd_combination} of teachers)")
+            f"L_PWD(T={self.pwd_temperature}, {self.pwd_combination} of teachers)" +
+            (f"; both weights ramp from 0 over the first {self.distillation_warmup:.0%} of the epochs"
+             if self.distillation_warmup else ""))
 
     def _teacher_quality(self, teachers: Sequence[Teacher]) -> List[dict]:
         """Per teacher, its ``teachers.json`` keys: foreground Dice on the inner hold-out (never on the fold's
@@ -325,12 +330,18 @@ class TeachFormerTrainer(ArchitectureTrainer):
             full_output = output[0] if isinstance(output, (list, tuple)) else output
             l_pwd = pixelwise_distillation(full_output, signals.probabilities, self.pwd_temperature, valid) \
                 if signals.probabilities is not None else zero
-            loss = l_seg + self.afs_weight * l_afs + self.pwd_weight * l_pwd
+            ramp = self.distillation_ramp()
+            loss = l_seg + ramp * (self.afs_weight * l_afs + self.pwd_weight * l_pwd)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
         self.optimizer.step()
         return {"loss": loss.detach().cpu().numpy(), "train_l_seg": l_seg.detach().cpu().numpy(),
                 "train_l_afs": l_afs.detach().cpu().numpy(), "train_l_pwd": l_pwd.detach().cpu().numpy()}
+
+    def distillation_ramp(self) -> float:
+        """The factor on afs_weight and pwd_weight this epoch: 0 -> 1 over ``distillation_warmup`` of the epochs."""
+        warmup_epochs = self.distillation_warmup * self.num_epochs
+        return min(1.0, self.current_epoch / warmup_epochs) if warmup_epochs > 0 else 1.0
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)

@@ -61,6 +61,21 @@ class TeachFormerTrainer_entropyWeighted(TeachFormerTrainer):
     pwd_combination = "entropy"
 
 
+class TeachFormerTrainer_logitMean(TeachFormerTrainer):
+    """L_PWD's target: a softmax of the teachers' mean logits instead of the mean of their probabilities."""
+    pwd_combination = "logit_mean"
+
+
+class TeachFormerTrainer_pwdT1(TeachFormerTrainer):
+    """L_PWD at temperature 1: the teachers' probabilities as they are, not softened (the paper: T = 3)."""
+    pwd_temperature = 1.0
+
+
+class TeachFormerTrainer_warmup(TeachFormerTrainer):
+    """L_SEG alone at first: the distillation weights ramp from 0 over the first quarter of the epochs."""
+    distillation_warmup = 0.25
+
+
 class TeachFormerTrainer_diceWeighted(TeachFormerTrainer):
     """Teachers weighted by their Dice on the inner hold-out, in L_PWD and L_AFS."""
     teacher_weighting = "dice"
