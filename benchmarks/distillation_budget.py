@@ -10,7 +10,8 @@ trained by the real ``nnUNetv2_train`` on TeachFormerPlans, fold 0, at the bench
     distilled student  TeachFormerTrainer taught by those teachers
     --variants         further trainer classes by name, as extra rows (a TeachFormerTrainer subclass learns
                        from the teachers of its ``teacher_trainers`` among them, e.g. the ablations of
-                       ``trainers.teachformer_variants``)
+                       ``trainers.teachformer_variants``); ``TRAINER:paper`` trains it at its real width
+                       instead of the tiny one (e.g. a U-Net student of about the light student's size)
 
 The students train at every budget (``--budgets`` multiples of ``--base-iterations``) under every seed
 (``--seeds``). Budgets and seeds are trainer variants: small subclasses written into ``<workdir>/trainers`` (on
@@ -54,6 +55,7 @@ PLANS = "TeachFormerPlans"
 FOLD = 0
 GENERATED_MODULE = "distillation_budget_trainers.py"
 GENERATED_VERSION = 2  # of what the generated classes set beyond their names; 1: no inner hold-out
+WIDTH_PRESETS = ("tiny", "paper")  # the presets every network of the package has
 ROLE_TEACHER, ROLE_BASELINE, ROLE_DISTILLED, ROLE_VARIANT = "teacher", "baseline", "distilled", "variant"
 
 
@@ -184,13 +186,21 @@ class Run:
     iterations: int
     seed: int
     multiple: Optional[int] = None  # the budget, for students
+    preset: str = "tiny"  # the network's width preset, unless its class sets one of its own
     teachers: Sequence[str] = ()  # generated teacher classes, for distilled runs
     train_cost: Optional[Dict[str, float]] = None  # wall and CPU seconds, if trained by this invocation
     case_dice: Dict[str, float] = field(default_factory=dict)
+    parameters: Optional[int] = None  # of the trained network
 
     @property
     def name(self) -> str:
-        return f"{self.base}_budget{self.iterations}_seed{self.seed}"
+        width = "" if self.preset == "tiny" else f"_{self.preset}"
+        return f"{self.base}{width}_budget{self.iterations}_seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        """The model's row: its base trainer, and its width where not the benchmark's tiny one."""
+        return self.base if self.preset == "tiny" else f"{self.base}:{self.preset}"
 
 
 def find_trainer(name: str):
@@ -214,8 +224,8 @@ def class_source(run: Run, args) -> str:
              "    validation_mirroring = False",
              f"    early_stopping_patience = {run.iterations // args.epoch_iterations + 1}  # never stops",
              f"    seed = {run.seed}"]
-    if getattr(base, "network_preset", "paper") == "paper":  # a class with a preset of its own keeps it
-        lines.append('    network_preset = "tiny"')
+    if getattr(base, "network_preset", "paper") == "paper" and run.preset != "paper":  # a class's own preset stays
+        lines.append(f'    network_preset = "{run.preset}"')
     if run.teachers:
         lines += [f"    teacher_trainers = {tuple(run.teachers)!r}", '    teacher_variant = ""']
     return "\n".join(lines) + "\n"
@@ -265,15 +275,23 @@ def plan_runs(args) -> List[Run]:
 
     teachers = [Run(TEACHERS[t], ROLE_TEACHER, args.teacher_iterations, 0) for t in args.teachers]
     baseline, distilled = STUDENTS[args.student]
-    students = [(baseline, ROLE_BASELINE), (distilled, ROLE_DISTILLED)]
-    students += [(v, ROLE_VARIANT) for v in args.variants if v not in (baseline, distilled)]
+    students = [(baseline, ROLE_BASELINE, "tiny"), (distilled, ROLE_DISTILLED, "tiny")]
+    students += [variant(v) for v in args.variants if v not in (baseline, distilled)]
     runs = list(teachers)
     for multiple in args.budgets:
         for seed in args.seeds:
-            for base, role in students:
-                runs.append(Run(base, role, multiple * args.base_iterations, seed, multiple,
+            for base, role, preset in students:
+                runs.append(Run(base, role, multiple * args.base_iterations, seed, multiple, preset,
                                 taught_by(find_trainer(base), teachers)))
     return runs
+
+
+def variant(text: str):
+    """``--variants`` entry ``TRAINER[:PRESET]``: its base trainer, role and width preset (default the tiny one)."""
+    base, _, preset = text.partition(":")
+    if preset and preset not in WIDTH_PRESETS:
+        raise SystemExit(f"--variants {text}: no width preset {preset!r}; presets: {', '.join(WIDTH_PRESETS)}")
+    return base, ROLE_VARIANT, preset or "tiny"
 
 
 def taught_by(trainer, teachers: Sequence[Run]) -> List[str]:
@@ -310,6 +328,14 @@ def train(run: Run, dataset: str, args, env: dict, logs: Path) -> None:
                                "-tr", run.name, "-device", args.device], logs / f"{run.name}.log", env)
 
 
+def parameter_count(checkpoint: Path) -> int:
+    """Trainable parameters of the network in an nnU-Net checkpoint (its weights, without normalisation statistics)."""
+    import torch
+
+    weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    return sum(v.numel() for k, v in weights.items() if v.is_floating_point() and "running_" not in k)
+
+
 def held_out_dice(run: Run, dataset: Path, args, out_root: Path) -> Dict[str, float]:
     """Per held-out case, the mean Dice over the foreground labels (predicted unless already scored)."""
     from nnunetv2.evaluation.evaluate_predictions import load_summary_json
@@ -333,10 +359,16 @@ def held_out_dice(run: Run, dataset: Path, args, out_root: Path) -> Dict[str, fl
 
 
 # results ----------------------------------------------------------------------------------------------
+def paired_effect(runs: Dict[int, Run], reference: Dict[int, Run]) -> dict:
+    """Mean difference of ``runs`` minus ``reference`` over the paired (seed, case) scores, with its 95 % CI."""
+    from nnunet_teachformer.evaluation.statistics import bootstrap_effect
+
+    effect = bootstrap_effect([r.case_dice[c] - reference[s].case_dice[c] for s, r in runs.items() for c in r.case_dice])
+    return {"mean": effect.mean_difference, "ci_low": effect.ci_low, "ci_high": effect.ci_high, "pairs": effect.n}
+
+
 def summarise(runs: Sequence[Run], args) -> dict:
     import numpy as np
-
-    from nnunet_teachformer.evaluation.statistics import bootstrap_effect
 
     teachers = {r.base: r for r in runs if r.role == ROLE_TEACHER}
     teacher_dice = {name: float(np.mean(list(r.case_dice.values()))) for name, r in teachers.items()}
@@ -345,52 +377,62 @@ def summarise(runs: Sequence[Run], args) -> dict:
     for multiple in args.budgets:
         mine = [r for r in runs if r.multiple == multiple]
         baseline = {r.seed: r for r in mine if r.role == ROLE_BASELINE}
+        distilled = {r.seed: r for r in mine if r.role == ROLE_DISTILLED}
         models = {}
-        for base in dict.fromkeys(r.base for r in mine):
-            per_seed = {r.seed: r for r in mine if r.base == base}
+        for label in dict.fromkeys(r.label for r in mine):
+            per_seed = {r.seed: r for r in mine if r.label == label}
             dice = {seed: float(np.mean(list(r.case_dice.values()))) for seed, r in per_seed.items()}
             mean = float(np.mean(list(dice.values())))
             entry = {"role": per_seed[args.seeds[0]].role, "trainers": {s: r.name for s, r in per_seed.items()},
+                     "parameters": per_seed[args.seeds[0]].parameters,
                      "dice_per_seed": dice, "dice_mean": mean, "fraction_of_best_teacher": common.ratio(mean, teacher_dice[best]),
                      "case_dice_per_seed": {s: r.case_dice for s, r in per_seed.items()}}
             if entry["role"] != ROLE_BASELINE:
-                differences = [r.case_dice[c] - baseline[s].case_dice[c] for s, r in per_seed.items()
-                               for c in r.case_dice]
-                effect = bootstrap_effect(differences)
-                entry["minus_baseline"] = {"mean": effect.mean_difference, "ci_low": effect.ci_low,
-                                           "ci_high": effect.ci_high, "pairs": effect.n}
-            models[base] = entry
+                entry["minus_baseline"] = paired_effect(per_seed, baseline)
+            if entry["role"] == ROLE_VARIANT:  # an ablation: against the paper's distilled student
+                entry["minus_distilled"] = paired_effect(per_seed, distilled)
+            models[label] = entry
         budgets.append({"multiple": multiple, "iterations": multiple * args.base_iterations, "models": models})
-    distilled = next(r.base for r in runs if r.role == ROLE_DISTILLED)
-    largest = budgets[-1]["models"][distilled]
+    distilled_base = next(r.base for r in runs if r.role == ROLE_DISTILLED)
+    largest = budgets[-1]["models"][distilled_base]
     return {
-        "teachers": {name: {"trainer": r.name, "iterations": r.iterations, "dice": teacher_dice[name],
+        "teachers": {name: {"trainer": r.name, "iterations": r.iterations, "parameters": r.parameters,
+                            "dice": teacher_dice[name],
                             "case_dice": r.case_dice} for name, r in teachers.items()},
         "best_teacher": best, "best_teacher_dice": teacher_dice[best],
         "budgets": budgets,
         "fraction_of_best_teacher_at_largest_budget": largest["fraction_of_best_teacher"],
         "distilled_minus_baseline_ci_above_zero_at_every_budget":
-            all(b["models"][distilled]["minus_baseline"]["ci_low"] > 0 for b in budgets),
+            all(b["models"][distilled_base]["minus_baseline"]["ci_low"] > 0 for b in budgets),
     }
+
+
+def millions(count: Optional[int]) -> str:
+    return f"{count / 1e6:.2f}" if count else ""
 
 
 def percent(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
+def effect_text(effect: Optional[dict]) -> str:
+    return f"{100 * effect['mean']:+.1f} [{100 * effect['ci_low']:+.1f}, {100 * effect['ci_high']:+.1f}]" \
+        if effect else ""
+
+
 def results_table(results: dict, args) -> str:
-    rows = [[f"teacher ({t['iterations']} it)", name, "teacher", percent(t["dice"]), "", "", ""]
-            for name, t in results["teachers"].items()]
+    rows = [[f"teacher ({t['iterations']} it)", name, "teacher", millions(t["parameters"]), percent(t["dice"]), "", "",
+             "", ""] for name, t in results["teachers"].items()]
     for budget in results["budgets"]:
         for base, m in budget["models"].items():
-            diff = m.get("minus_baseline")
-            rows.append([f"{budget['multiple']}x ({budget['iterations']} it)", base, m["role"], percent(m["dice_mean"]),
+            rows.append([f"{budget['multiple']}x ({budget['iterations']} it)", base, m["role"], millions(m["parameters"]),
+                         percent(m["dice_mean"]),
                          " / ".join(percent(m["dice_per_seed"][s]) for s in args.seeds),
-                         f"{m['fraction_of_best_teacher']:.2f}",
-                         f"{100 * diff['mean']:+.1f} [{100 * diff['ci_low']:+.1f}, {100 * diff['ci_high']:+.1f}]"
-                         if diff else ""])
-    headers = ["budget", "model", "role", "held-out Dice %", f"per seed ({' / '.join(map(str, args.seeds))})",
-               "x best teacher", "- baseline, 95 % CI (points)"]
+                         f"{m['fraction_of_best_teacher']:.2f}", effect_text(m.get("minus_baseline")),
+                         effect_text(m.get("minus_distilled"))])
+    headers = ["budget", "model", "role", "parameters (M)", "held-out Dice %",
+               f"per seed ({' / '.join(map(str, args.seeds))})", "x best teacher", "- baseline, 95 % CI (points)",
+               "- distilled, 95 % CI"]
     return common.table(headers, rows)
 
 
@@ -435,8 +477,8 @@ def main(argv=None) -> int:
     info = common.machine(args.device)
     with common.workspace(args.workdir) as root:
         root = root.resolve()
+        runs = plan_runs(args)  # a variant without its teachers is refused before any work
         dataset = phantom(args, root)
-        runs = plan_runs(args)
         trainers = root / "trainers"
         write_trainers(runs, args, trainers)
         env = {k: v for k, v in os.environ.items() if k != "TEACHFORMER_TEACHERS"}  # the classes name the teachers
@@ -449,11 +491,13 @@ def main(argv=None) -> int:
             common.log(f"[budget] predicting and scoring {args.test_cases} held-out cases with {len(runs)} models")
             for run in runs:
                 run.case_dice = held_out_dice(run, dataset, args, root / "held_out")
+                run.parameters = parameter_count(fold_folder(dataset.name, run) / "checkpoint_final.pth")
     results = summarise(runs, args)
     distilled = next(r.base for r in runs if r.role == ROLE_DISTILLED)
     table = results_table(results, args)
     print(f"\nHeld-out Dice on {args.test_cases} phantom cases ({args.size}^3; {args.cases} training cases, fold "
-          f"{FOLD}); students: mean over seeds {args.seeds}; '- baseline': the student minus the baseline student "
+          f"{FOLD}); students: mean over seeds {args.seeds}; '- baseline' ('- distilled', for a variant): the student minus the "
+          f"baseline (the paper's distilled) student "
           f"over the paired (seed, case) scores, 95 % percentile bootstrap CI\n")
     print(table)
     figure = plot(results, args, Path(args.plot)) if args.plot else None
@@ -466,7 +510,7 @@ def main(argv=None) -> int:
                      "teachers": [r.base for r in runs if r.role == ROLE_TEACHER],
                      "teacher_iterations": args.teacher_iterations, "base_iterations": args.base_iterations,
                      "budgets": args.budgets, "seeds": args.seeds, "epoch_iterations": args.epoch_iterations,
-                     "variants": args.variants, "width": "tiny preset",
+                     "variants": args.variants, "width": "tiny preset, unless a variant names its own",
                      "schedule": "fixed: early stopping never fires; inner hold-out of the fold's training cases kept",
                      "prediction": "nnU-Net's predictor, no mirroring", "case_score": "mean foreground Dice",
                      "confidence_interval": "95 % percentile bootstrap over (seed, case) pairs"},
