@@ -38,6 +38,7 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from torch import nn
 
 from nnunet_teachformer.inference.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, CpuPath
+from nnunet_teachformer.inference.stage_times import StageTimes
 
 
 CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # by tensor rank: nnU-Net's 2d and 3d
@@ -46,11 +47,13 @@ CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # by tensor
 class PathNetwork(nn.Module):
     """Stands in for the network in nnU-Net's predictor and runs it along ``path``. nnU-Net loads each fold's
     weights with ``load_state_dict`` before every case; along a path whose engine builds the network (a frozen
-    trace, an OpenVINO model), each fold's is built the first time its weights arrive and reused after."""
+    trace, an OpenVINO model), each fold's is built the first time its weights arrive and reused after; the builds
+    are timed into ``times``."""
 
-    def __init__(self, network: nn.Module, path: CpuPath, example: torch.Tensor):
+    def __init__(self, network: nn.Module, path: CpuPath, example: torch.Tensor, times: Optional[StageTimes] = None):
         super().__init__()
         self.network, self.path, self.example = network, path, example
+        self.times = times or StageTimes()
         self.memory_format = CHANNELS_LAST[example.ndim] if path.channels_last else torch.contiguous_format
         self.network.to(memory_format=self.memory_format)  # load_state_dict keeps this layout
         self._built: Dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
@@ -65,8 +68,10 @@ class PathNetwork(nn.Module):
             result = self.network.load_state_dict(state_dict, strict=strict, assign=assign)
             if self.path.built_per_fold:
                 start = time.perf_counter()
-                self._built[self._weights] = self._build()
+                with self.times.stage("build"):
+                    self._built[self._weights] = self._build()
                 self.build_seconds += time.perf_counter() - start
+                self.times.builds.append(self.path.engine)
             return result
 
     def _build(self) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -118,8 +123,39 @@ class CpuPredictor(nnUNetPredictor):
     """nnU-Net's predictor for ``--device cpu``; along a path with ``threaded_tiles`` its sliding window hands the
     network as many tiles at a time as it has threads, from one thread each (``tile_workers``). nnU-Net's loop runs
     one tile after another, so this is its CPU branch again with only the forwards in threads: the same Gaussian,
-    the same float16 sums, in the slicers' order."""
+    the same float16 sums, in the slicers' order. The time of the thread that predicts is summed per stage in
+    ``stage_times`` (``stage_times.STAGES``)."""
     cpu_path: CpuPath = CPU_PATHS["nnunet"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stage_times = StageTimes()
+
+    def _internal_get_data_iterator_from_lists_of_filenames(self, *args, **kwargs):
+        return self._waited_for(super()._internal_get_data_iterator_from_lists_of_filenames(*args, **kwargs))
+
+    def _waited_for(self, cases):
+        """nnU-Net's preprocessed cases, the wait for each timed (its workers start on the first)."""
+        while True:
+            with self.stage_times.stage("preprocessing_wait"):
+                case = next(cases, None)
+            if case is None:
+                return
+            yield case
+
+    def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
+        with self.stage_times.stage("fold_switch"):  # what the sliding windows inside leave: loading each fold
+            return super().predict_logits_from_preprocessed_data(data)
+
+    def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
+        with self.stage_times.stage("aggregation"):  # what the forwards inside leave
+            return super().predict_sliding_window_return_logits(input_image)
+
+    def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
+        mirror_axes = self.allowed_mirroring_axes if self.use_mirroring else ()
+        self.stage_times.count_forwards(2 ** len(mirror_axes))
+        with self.stage_times.stage("forwards"):  # timed on the predicting thread only: see the tile threads below
+            return super()._internal_maybe_mirror_and_predict(x)
 
     @torch.inference_mode()
     def _internal_predict_sliding_window_return_logits(self, data: torch.Tensor, slicers, do_on_device: bool = True):
@@ -136,7 +172,10 @@ class CpuPredictor(nnUNetPredictor):
 
         pool = _one_core_each(workers)
         try:
-            for slicer, prediction in zip(slicers, pool.map(_in_inference_mode(predict_tile), slicers)):
+            predictions = pool.map(_in_inference_mode(predict_tile), slicers)
+            for slicer in slicers:
+                with self.stage_times.stage("forwards"):  # the tile threads' forwards, as far as they are waited for
+                    prediction = next(predictions)
                 if self.use_gaussian:
                     prediction *= gaussian
                 predicted_logits[slicer] += prediction
@@ -174,7 +213,8 @@ def use_path(predictor: CpuPredictor, path: CpuPath) -> None:
     if path.name == "nnunet":
         predictor.network = network.to(memory_format=torch.contiguous_format)
     else:
-        predictor.network = PathNetwork(network, path, _example_patch(predictor))
+        times = getattr(predictor, "stage_times", None)  # a plain nnUNetPredictor has none
+        predictor.network = PathNetwork(network, path, _example_patch(predictor), times)
     predictor.cpu_path = path
     predictor.network.load_state_dict(predictor.list_of_parameters[0])  # the dict nnU-Net loads for the first fold
 
@@ -273,20 +313,25 @@ def tile_forwards(predictor, cases: Sequence[Sequence[str]]) -> int:
 
 def predict_on_cpu(model_folder: Path, folds, checkpoint: str, input_folder: str, output_folder: str,
                    save_probabilities: bool, tta: bool, processes: int, path: str = "auto",
-                   tolerance: float = DEFAULT_TOLERANCE, log=print) -> None:
+                   tolerance: float = DEFAULT_TOLERANCE, log=print, times: Optional[StageTimes] = None) -> None:
     """What ``nnUNetv2_predict -device cpu`` does (nnU-Net's predictor, tile step 0.5, Gaussian weighting, the
-    same files written), along ``path``: a name of ``CPU_PATHS``, or ``auto`` for ``choose_cpu_path``'s pick."""
+    same files written), along ``path``: a name of ``CPU_PATHS``, or ``auto`` for ``choose_cpu_path``'s pick.
+    ``times`` (one of this thread's) receives the seconds per stage."""
     from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
     predictor = CpuPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=tta,
                                 perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(model_folder), tuple(folds), checkpoint)
+    times = predictor.stage_times = times or predictor.stage_times
+    with times.stage("initialise"):
+        predictor.initialize_from_trained_model_folder(str(model_folder), tuple(folds), checkpoint)
     if path == "auto":
-        cases = create_lists_from_splitted_dataset_folder(str(input_folder), predictor.dataset_json["file_ending"])
-        log(choose_cpu_path(predictor, tile_forwards(predictor, cases) * len(folds), tolerance).summary())
+        with times.stage("path_choice"):
+            cases = create_lists_from_splitted_dataset_folder(str(input_folder), predictor.dataset_json["file_ending"])
+            log(choose_cpu_path(predictor, tile_forwards(predictor, cases) * len(folds), tolerance).summary())
     else:
         use_path(predictor, CPU_PATHS[path])
         log(f"CPU path: {path} ({CPU_PATHS[path].description}), as asked")
-    predictor.predict_from_files(str(input_folder), str(output_folder), save_probabilities=save_probabilities,
-                                 overwrite=True, num_processes_preprocessing=processes,
-                                 num_processes_segmentation_export=processes)
+    with times.stage("export_wait"):  # what the stages inside (preprocessing, sliding windows) leave
+        predictor.predict_from_files(str(input_folder), str(output_folder), save_probabilities=save_probabilities,
+                                     overwrite=True, num_processes_preprocessing=processes,
+                                     num_processes_segmentation_export=processes)
