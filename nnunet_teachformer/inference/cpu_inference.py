@@ -74,6 +74,13 @@ class PathNetwork(nn.Module):
                 self.times.builds.append(self.path.engine)
             return result
 
+    def take_builds(self, other: "PathNetwork") -> None:
+        """Takes over what ``other`` built for each fold's weights instead of building it again: the same function
+        (a path of the same engine and layout, e.g. ``frozen``'s traces for ``tile_per_core``)."""
+        if (other.path.engine, other.path.channels_last) != (self.path.engine, self.path.channels_last):
+            raise ValueError(f"the {self.path.name} path cannot run what the {other.path.name} path built")
+        self._built, self.build_seconds = dict(other._built), other.build_seconds
+
     def _build(self) -> Callable[[torch.Tensor], torch.Tensor]:
         network, example = self.network.eval(), self._layout(self.example)
         # both engines start from a trace, which records one patch shape, the only one nnU-Net's sliding window
@@ -205,8 +212,9 @@ def _in_inference_mode(function):
     return run
 
 
-def use_path(predictor: CpuPredictor, path: CpuPath) -> None:
-    """Makes ``predictor`` (an initialised ``CpuPredictor``) run its network along ``path``."""
+def use_path(predictor: CpuPredictor, path: CpuPath, built: Optional[PathNetwork] = None) -> None:
+    """Makes ``predictor`` (an initialised ``CpuPredictor``) run its network along ``path``, with what ``built`` (a
+    ``PathNetwork`` of the same engine and layout) has built for its folds already (``PathNetwork.take_builds``)."""
     if path.threaded_tiles and not isinstance(predictor, CpuPredictor):
         raise TypeError(f"the {path.name} path needs a CpuPredictor, not {type(predictor).__name__}")
     network = predictor.network.network if isinstance(predictor.network, PathNetwork) else predictor.network
@@ -215,6 +223,8 @@ def use_path(predictor: CpuPredictor, path: CpuPath) -> None:
     else:
         times = getattr(predictor, "stage_times", None)  # a plain nnUNetPredictor has none
         predictor.network = PathNetwork(network, path, _example_patch(predictor), times)
+        if built is not None:
+            predictor.network.take_builds(built)
     predictor.cpu_path = path
     predictor.network.load_state_dict(predictor.list_of_parameters[0])  # the dict nnU-Net loads for the first fold
 
@@ -235,12 +245,14 @@ def choose_cpu_path(predictor: CpuPredictor, forwards: int, tolerance: float = D
     """Measures every path of ``CPU_PATHS`` on a random patch with the predictor's first fold and makes
     ``predictor`` use the one whose logits are within ``tolerance`` of nnU-Net's own path and that finishes
     ``forwards`` tile forwards over the predictor's folds first. nnU-Net's own path always qualifies; a path
-    that cannot run this network (a trace that fails) is left out."""
+    that cannot run this network (a trace that fails) is left out. What is built for measuring is kept for the
+    paths of the same engine and layout and for the prediction: fold 0's network is built once per engine."""
     patch = _example_patch(predictor)
     seconds, build, outputs, left_out = {}, {}, {}, {}
+    built: Dict[tuple, PathNetwork] = {}  # by engine and layout
     for name, path in CPU_PATHS.items():
         try:
-            use_path(predictor, path)
+            use_path(predictor, path, built.get((path.engine, path.channels_last)))
             network = predictor.network.eval()
             # warm-up: oneDNN creates its kernels on the first call
             outputs[name] = _forward_tiles(network, patch, path).float()
@@ -256,12 +268,14 @@ def choose_cpu_path(predictor: CpuPredictor, forwards: int, tolerance: float = D
             continue
         seconds[name] = min(times) / tile_workers(path)
         build[name] = getattr(network, "build_seconds", 0.0)
+        if path.built_per_fold:
+            built[(path.engine, path.channels_last)] = network
     difference = {name: float((out - outputs["nnunet"]).abs().max()) for name, out in outputs.items()}
     choice = PathChoice(CPU_PATHS["nnunet"], seconds, build, difference, forwards, len(predictor.list_of_parameters),
                         tolerance, left_out)
     exact = ["nnunet"] + [name for name in seconds if name != "nnunet" and difference[name] <= tolerance]
     choice.path = CPU_PATHS[min(exact, key=choice.expected_seconds)]
-    use_path(predictor, choice.path)
+    use_path(predictor, choice.path, built.get((choice.path.engine, choice.path.channels_last)))
     return choice
 
 
