@@ -330,6 +330,8 @@ def predict_on_cpu(model_folder: Path, folds, checkpoint: str, input_folder: str
                    tolerance: float = DEFAULT_TOLERANCE, log=print, times: Optional[StageTimes] = None) -> None:
     """What ``nnUNetv2_predict -device cpu`` does (nnU-Net's predictor, tile step 0.5, Gaussian weighting, the
     same files written), along ``path``: a name of ``CPU_PATHS``, or ``auto`` for ``choose_cpu_path``'s pick.
+    ``processes`` workers preprocess and export, no more than there are cases (nnU-Net caps only the
+    preprocessing workers so; each worker imports PyTorch and nnU-Net, seconds of CPU beside the forwards).
     ``times`` (one of this thread's) receives the seconds per stage."""
     from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
@@ -338,9 +340,9 @@ def predict_on_cpu(model_folder: Path, folds, checkpoint: str, input_folder: str
     times = predictor.stage_times = times or predictor.stage_times
     with times.stage("initialise"):
         predictor.initialize_from_trained_model_folder(str(model_folder), tuple(folds), checkpoint)
+    cases = create_lists_from_splitted_dataset_folder(str(input_folder), predictor.dataset_json["file_ending"])
     if path == "auto":
         with times.stage("path_choice"):
-            cases = create_lists_from_splitted_dataset_folder(str(input_folder), predictor.dataset_json["file_ending"])
             log(choose_cpu_path(predictor, tile_forwards(predictor, cases) * len(folds), tolerance).summary())
     else:
         use_path(predictor, CPU_PATHS[path])
@@ -348,4 +350,4 @@ def predict_on_cpu(model_folder: Path, folds, checkpoint: str, input_folder: str
     with times.stage("export_wait"):  # what the stages inside (preprocessing, sliding windows) leave
         predictor.predict_from_files(str(input_folder), str(output_folder), save_probabilities=save_probabilities,
                                      overwrite=True, num_processes_preprocessing=processes,
-                                     num_processes_segmentation_export=processes)
+                                     num_processes_segmentation_export=max(1, min(processes, len(cases))))
