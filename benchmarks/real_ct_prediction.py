@@ -5,8 +5,8 @@ Scans: the two lung CTs of the pyradiomics 3.0.1 source archive (``data/lung1_im
 512 x 512 x 48 and 61 slices, 0.6 x 0.6 x 5 mm, HU), downloaded with ``pip download`` into ``--workdir``, or the
 volumes of ``--images DIR`` (one CT per file, any size). They become an nnU-Net raw dataset (one CT channel; each
 scan and its two in-plane mirror images as training cases, labelled by a bone threshold, HU > 300; the scans
-themselves as the cases to predict), planned by ``teachformer plan`` (TeachFormerPlans) and given five folds of
-the student at its real widths (``HDenseFormerLightTrainer``, H-DenseFormer Light; untrained checkpoints written
+themselves as the cases to predict), planned by ``teachformer plan`` (TeachFormerPlans) and given the folds
+that the settings use of the student at its real widths (``HDenseFormerLightTrainer``, H-DenseFormer Light; untrained checkpoints written
 by nnU-Net's ``save_checkpoint``: the cost of a forward does not depend on the weights). All of it is cached in
 ``--workdir``.
 
@@ -153,11 +153,11 @@ def raw_dataset(scans: list) -> str:
     return name
 
 
-def model(dataset: str, trainer: str) -> Path:
-    """Five folds of ``trainer`` (untrained, nnU-Net's ``save_checkpoint``) in the results tree, written once."""
+def model(dataset: str, trainer: str, folds) -> Path:
+    """``folds`` of ``trainer`` (untrained, nnU-Net's ``save_checkpoint``) in the results tree, written once."""
     import torch
     folder = Path(os.environ["nnUNet_results"], dataset, f"{trainer}__{PLANS}__{CONFIGURATION}")
-    for fold in range(5):
+    for fold in folds:
         if not (folder / f"fold_{fold}" / "checkpoint_final.pth").is_file():
             common.write_untrained_checkpoint(common.make_trainer(trainer, dataset, PLANS, torch.device("cpu"),
                                                                   fold=fold))
@@ -314,7 +314,7 @@ def main(argv=None) -> int:
         dataset = raw_dataset(scans)
         common.log("[real_ct] teachformer plan (TeachFormerPlans) ...")
         common.plan(DATASET_ID, [PLANS])
-        folder = model(dataset, trainer)
+        folder = model(dataset, trainer, sorted({f for s in args.settings for f in SETTINGS[s][0]}))
         images = Path(os.environ["nnUNet_raw"], dataset, "imagesTs")
         cases = [[str(p)] for p in sorted(images.glob("*_0000.nii.gz"))]
         with common.quiet():
