@@ -6,9 +6,9 @@ Scans: the two lung CTs of the pyradiomics 3.0.1 source archive (``data/lung1_im
 volumes of ``--images DIR`` (one CT per file, any size). They become an nnU-Net raw dataset (one CT channel; each
 scan and its two in-plane mirror images as training cases, labelled by a bone threshold, HU > 300; the scans
 themselves as the cases to predict), planned by ``teachformer plan`` (TeachFormerPlans) and given the folds
-that the settings use of the student at its real widths (``HDenseFormerLightTrainer``, H-DenseFormer Light; untrained checkpoints written
-by nnU-Net's ``save_checkpoint``: the cost of a forward does not depend on the weights). All of it is cached in
-``--workdir``.
+that the settings use of the student at its real widths (``HDenseFormerLightTrainer``, H-DenseFormer Light;
+untrained checkpoints written by nnU-Net's ``save_checkpoint``: the cost of a forward does not depend on the
+weights). All of it is cached in ``--workdir``.
 
 Each setting (``fold0``: fold 0, no mirroring; ``folds5_tta``: five folds, mirroring) runs three commands, each a
 fresh process: ``teachformer predict --device cpu`` (auto path), the same with ``--cpu-path nnunet`` (nnU-Net's
