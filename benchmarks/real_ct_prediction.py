@@ -168,7 +168,8 @@ def model(dataset: str, trainer: str, folds) -> Path:
 def components(dataset: str, folder: Path, cases: list) -> dict:
     """CPU seconds of the stages nnU-Net runs in its workers, per scan, each run once here on the real scan:
     read, preprocess (crop, normalise, resample to the plans' spacing), resample back (logits to the original
-    grid, argmax) and write."""
+    grid, argmax) and write. The logits are zeros: resampling costs the same whatever they are; the all-background
+    segmentation is the cheapest to compress, so ``write`` is a lower bound."""
     import numpy as np
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
