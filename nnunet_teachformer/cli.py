@@ -211,7 +211,8 @@ def _predict(a):
     from nnunet_teachformer.inference.predict import predict
     predict(a.input, a.output, a.dataset, a.folds, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
             device=a.device, save_probabilities=a.save_probabilities, checkpoint=a.checkpoint, tta=not a.disable_tta,
-            cpu_path=a.cpu_path, postprocessing=not a.no_postprocessing, overwrite=a.overwrite)
+            cpu_path=a.cpu_path, postprocessing=not a.no_postprocessing, overwrite=a.overwrite,
+            stage_times=a.stage_times)
 
 
 def _predict_parser(sub):
@@ -237,6 +238,9 @@ def _predict_parser(sub):
     p.add_argument("--no-postprocessing", action="store_true",
                    help="skip the connected-component postprocessing that nnUNetv2_find_best_configuration chose for "
                         "this model and folds (applied by default where its postprocessing.pkl exists)")
+    p.add_argument("--stage-times", metavar="JSON",
+                   help="write where the time went (seconds per stage: checks, path choice and builds, waiting for "
+                        "preprocessing, forwards, sliding window, export...) and the peak memory to this file")
     p.set_defaults(func=_predict)
 
 

@@ -15,6 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 KEYS = {
     "train_step.py": ("waste_ratio", "kd_over_student"),
     "inference.py": ("speedup_vs_teachers_min", "speedup_vs_nnunet_default", "memory_ratio_vs_teachers_min"),
+    "real_ct_prediction.py": ("teachformer_s_per_scan", "nnunet_s_per_scan", "speedup_vs_nnunetv2_predict"),
 }
 pytestmark = pytest.mark.slow  # each benchmark script converts, plans and trains on a tiny phantom
 

@@ -8,11 +8,12 @@ import pytest
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-from nnunet_teachformer.inference.cpu_inference import (CpuPredictor, PathNetwork, choose_cpu_path,
-                                                        sliding_window_weights, use_path)
+from nnunet_teachformer.inference.cpu_inference import (CpuPredictor, PathNetwork, choose_cpu_path, predict_on_cpu,
+                                                        sliding_window_weights, tile_forwards, use_path)
 from nnunet_teachformer.inference.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, float16_sums_bound
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.inference.openvino_engine import OpenVinoNetwork
+from nnunet_teachformer.inference.stage_times import StageTimes
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +139,37 @@ def test_choice_is_the_exact_path_that_finishes_first_and_says_so(predictor):
     assert predictor.network.path == choice.path if choice.path.name != "nnunet" else \
         not isinstance(predictor.network, PathNetwork)
     assert choice.summary().startswith(f"CPU path: {choice.path.name} (")
+
+
+def test_the_choice_builds_fold_0_once_per_engine_and_predicts_with_that_build(predictor, volume, expected):
+    """What the measurements built is what the prediction runs (tile_per_core runs frozen's trace): no rebuild."""
+    predictor.stage_times = StageTimes()
+    choice = choose_cpu_path(predictor, forwards=1000, rounds=1)
+    engines = [p.engine for p in CPU_PATHS.values() if p.built_per_fold]
+    assert sorted(predictor.stage_times.builds) == sorted(set(engines))
+    if choice.path.built_per_fold:
+        assert_same_segmentation(predictor.predict_logits_from_preprocessed_data(volume).float(), expected)
+        assert predictor.stage_times.builds.count(choice.path.engine) == 2  # fold 0 from the choice, then fold 1
+
+
+def test_stage_times_cover_the_prediction_and_count_every_forward(trained, phantom, predictor, tmp_path):
+    """A whole prediction from files (nnU-Net's workers included): each stage timed once in the predicting
+    thread, together no more than its wall time; every tile forward counted; the fold's build timed."""
+    images = phantom / "imagesTs"
+    times = StageTimes()
+    predict_on_cpu(trained["folders"]["TeachFormerTrainer_tiny"], (0,), "checkpoint_final.pth", str(images),
+                   str(tmp_path), save_probabilities=False, tta=False, processes=1, path="tile_per_core", times=times)
+    record = times.record()
+    seconds = record["seconds"]
+    assert 0 < sum(seconds.values()) <= record["finished_at"] - record["started_at"]
+    for stage in ("initialise", "build", "preprocessing_wait", "aggregation", "forwards", "export_wait"):
+        assert seconds[stage] > 0, stage
+    assert seconds["path_choice"] == seconds["checks"] == 0  # asked for a path; checks are teachformer predict's
+    cases = [[str(p)] for p in sorted(images.glob("*_0000.nii.gz"))]
+    mirrorings = 2 ** len(predictor.allowed_mirroring_axes)  # the fixture's predictor mirrors; this one did not
+    assert record["tile_forwards"] == tile_forwards(predictor, cases) // mirrorings
+    assert record["builds"] == ["torchscript"] and record["peak_resident_bytes"] > 0
+    assert len(list(tmp_path.glob("*.nii.gz"))) == len(cases)
 
 
 def test_nothing_to_predict_pays_for_no_build(predictor):

@@ -22,6 +22,7 @@ within ``tolerance`` of nnU-Net's own path, and takes the one that finishes the 
 once-per-fold build included). bfloat16 and onnxruntime are measured by benchmarks/inference.py but are not
 paths: bfloat16 changes the logits by far more than rounding, and onnxruntime is slower than ``openvino``.
 """
+import ctypes
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from torch import nn
 
 from nnunet_teachformer.inference.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, CpuPath
+from nnunet_teachformer.inference.stage_times import StageTimes
 
 
 CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # by tensor rank: nnU-Net's 2d and 3d
@@ -46,11 +48,13 @@ CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # by tensor
 class PathNetwork(nn.Module):
     """Stands in for the network in nnU-Net's predictor and runs it along ``path``. nnU-Net loads each fold's
     weights with ``load_state_dict`` before every case; along a path whose engine builds the network (a frozen
-    trace, an OpenVINO model), each fold's is built the first time its weights arrive and reused after."""
+    trace, an OpenVINO model), each fold's is built the first time its weights arrive and reused after; the builds
+    are timed into ``times``."""
 
-    def __init__(self, network: nn.Module, path: CpuPath, example: torch.Tensor):
+    def __init__(self, network: nn.Module, path: CpuPath, example: torch.Tensor, times: Optional[StageTimes] = None):
         super().__init__()
         self.network, self.path, self.example = network, path, example
+        self.times = times or StageTimes()
         self.memory_format = CHANNELS_LAST[example.ndim] if path.channels_last else torch.contiguous_format
         self.network.to(memory_format=self.memory_format)  # load_state_dict keeps this layout
         self._built: Dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
@@ -65,9 +69,18 @@ class PathNetwork(nn.Module):
             result = self.network.load_state_dict(state_dict, strict=strict, assign=assign)
             if self.path.built_per_fold:
                 start = time.perf_counter()
-                self._built[self._weights] = self._build()
+                with self.times.stage("build"):
+                    self._built[self._weights] = self._build()
                 self.build_seconds += time.perf_counter() - start
+                self.times.builds.append(self.path.engine)
             return result
+
+    def take_builds(self, other: "PathNetwork") -> None:
+        """Takes over what ``other`` built for each fold's weights instead of building it again: the same function
+        (a path of the same engine and layout, e.g. ``frozen``'s traces for ``tile_per_core``)."""
+        if (other.path.engine, other.path.channels_last) != (self.path.engine, self.path.channels_last):
+            raise ValueError(f"the {self.path.name} path cannot run what the {other.path.name} path built")
+        self._built, self.build_seconds = dict(other._built), other.build_seconds
 
     def _build(self) -> Callable[[torch.Tensor], torch.Tensor]:
         network, example = self.network.eval(), self._layout(self.example)
@@ -118,8 +131,39 @@ class CpuPredictor(nnUNetPredictor):
     """nnU-Net's predictor for ``--device cpu``; along a path with ``threaded_tiles`` its sliding window hands the
     network as many tiles at a time as it has threads, from one thread each (``tile_workers``). nnU-Net's loop runs
     one tile after another, so this is its CPU branch again with only the forwards in threads: the same Gaussian,
-    the same float16 sums, in the slicers' order."""
+    the same float16 sums, in the slicers' order. The time of the thread that predicts is summed per stage in
+    ``stage_times`` (``stage_times.STAGES``)."""
     cpu_path: CpuPath = CPU_PATHS["nnunet"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stage_times = StageTimes()
+
+    def _internal_get_data_iterator_from_lists_of_filenames(self, *args, **kwargs):
+        return self._waited_for(super()._internal_get_data_iterator_from_lists_of_filenames(*args, **kwargs))
+
+    def _waited_for(self, cases):
+        """nnU-Net's preprocessed cases, the wait for each timed (its workers start on the first)."""
+        while True:
+            with self.stage_times.stage("preprocessing_wait"):
+                case = next(cases, None)
+            if case is None:
+                return
+            yield case
+
+    def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
+        with self.stage_times.stage("fold_switch"):  # what the sliding windows inside leave: loading each fold
+            return super().predict_logits_from_preprocessed_data(data)
+
+    def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
+        with self.stage_times.stage("aggregation"):  # what the forwards inside leave
+            return super().predict_sliding_window_return_logits(input_image)
+
+    def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
+        mirror_axes = self.allowed_mirroring_axes if self.use_mirroring else ()
+        self.stage_times.count_forwards(2 ** len(mirror_axes))
+        with self.stage_times.stage("forwards"):  # timed on the predicting thread only: see the tile threads below
+            return super()._internal_maybe_mirror_and_predict(x)
 
     @torch.inference_mode()
     def _internal_predict_sliding_window_return_logits(self, data: torch.Tensor, slicers, do_on_device: bool = True):
@@ -136,7 +180,10 @@ class CpuPredictor(nnUNetPredictor):
 
         pool = _one_core_each(workers)
         try:
-            for slicer, prediction in zip(slicers, pool.map(_in_inference_mode(predict_tile), slicers)):
+            predictions = pool.map(_in_inference_mode(predict_tile), slicers)
+            for slicer in slicers:
+                with self.stage_times.stage("forwards"):  # the tile threads' forwards, as far as they are waited for
+                    prediction = next(predictions)
                 if self.use_gaussian:
                     prediction *= gaussian
                 predicted_logits[slicer] += prediction
@@ -166,15 +213,19 @@ def _in_inference_mode(function):
     return run
 
 
-def use_path(predictor: CpuPredictor, path: CpuPath) -> None:
-    """Makes ``predictor`` (an initialised ``CpuPredictor``) run its network along ``path``."""
+def use_path(predictor: CpuPredictor, path: CpuPath, built: Optional[PathNetwork] = None) -> None:
+    """Makes ``predictor`` (an initialised ``CpuPredictor``) run its network along ``path``, with what ``built`` (a
+    ``PathNetwork`` of the same engine and layout) has built for its folds already (``PathNetwork.take_builds``)."""
     if path.threaded_tiles and not isinstance(predictor, CpuPredictor):
         raise TypeError(f"the {path.name} path needs a CpuPredictor, not {type(predictor).__name__}")
     network = predictor.network.network if isinstance(predictor.network, PathNetwork) else predictor.network
     if path.name == "nnunet":
         predictor.network = network.to(memory_format=torch.contiguous_format)
     else:
-        predictor.network = PathNetwork(network, path, _example_patch(predictor))
+        times = getattr(predictor, "stage_times", None)  # a plain nnUNetPredictor has none
+        predictor.network = PathNetwork(network, path, _example_patch(predictor), times)
+        if built is not None:
+            predictor.network.take_builds(built)
     predictor.cpu_path = path
     predictor.network.load_state_dict(predictor.list_of_parameters[0])  # the dict nnU-Net loads for the first fold
 
@@ -195,12 +246,14 @@ def choose_cpu_path(predictor: CpuPredictor, forwards: int, tolerance: float = D
     """Measures every path of ``CPU_PATHS`` on a random patch with the predictor's first fold and makes
     ``predictor`` use the one whose logits are within ``tolerance`` of nnU-Net's own path and that finishes
     ``forwards`` tile forwards over the predictor's folds first. nnU-Net's own path always qualifies; a path
-    that cannot run this network (a trace that fails) is left out."""
+    that cannot run this network (a trace that fails) is left out. What is built for measuring is kept for the
+    paths of the same engine and layout and for the prediction: fold 0's network is built once per engine."""
     patch = _example_patch(predictor)
     seconds, build, outputs, left_out = {}, {}, {}, {}
+    built: Dict[tuple, PathNetwork] = {}  # by engine and layout
     for name, path in CPU_PATHS.items():
         try:
-            use_path(predictor, path)
+            use_path(predictor, path, built.get((path.engine, path.channels_last)))
             network = predictor.network.eval()
             # warm-up: oneDNN creates its kernels on the first call
             outputs[name] = _forward_tiles(network, patch, path).float()
@@ -216,13 +269,28 @@ def choose_cpu_path(predictor: CpuPredictor, forwards: int, tolerance: float = D
             continue
         seconds[name] = min(times) / tile_workers(path)
         build[name] = getattr(network, "build_seconds", 0.0)
+        if path.built_per_fold:
+            built[(path.engine, path.channels_last)] = network
     difference = {name: float((out - outputs["nnunet"]).abs().max()) for name, out in outputs.items()}
     choice = PathChoice(CPU_PATHS["nnunet"], seconds, build, difference, forwards, len(predictor.list_of_parameters),
                         tolerance, left_out)
     exact = ["nnunet"] + [name for name in seconds if name != "nnunet" and difference[name] <= tolerance]
     choice.path = CPU_PATHS[min(exact, key=choice.expected_seconds)]
-    use_path(predictor, choice.path)
+    chosen = built.get((choice.path.engine, choice.path.channels_last))
+    del network
+    built.clear()
+    use_path(predictor, choice.path, chosen)
+    _return_freed_memory()
     return choice
+
+
+def _return_freed_memory() -> None:
+    """Hands the free heap back to the system (glibc's malloc_trim). What the paths measured and not taken leave
+    freed stays resident otherwise: ~300 MB for the student at 32x128x128, under the prediction's peak."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _example_patch(predictor) -> torch.Tensor:
@@ -273,20 +341,27 @@ def tile_forwards(predictor, cases: Sequence[Sequence[str]]) -> int:
 
 def predict_on_cpu(model_folder: Path, folds, checkpoint: str, input_folder: str, output_folder: str,
                    save_probabilities: bool, tta: bool, processes: int, path: str = "auto",
-                   tolerance: float = DEFAULT_TOLERANCE, log=print) -> None:
+                   tolerance: float = DEFAULT_TOLERANCE, log=print, times: Optional[StageTimes] = None) -> None:
     """What ``nnUNetv2_predict -device cpu`` does (nnU-Net's predictor, tile step 0.5, Gaussian weighting, the
-    same files written), along ``path``: a name of ``CPU_PATHS``, or ``auto`` for ``choose_cpu_path``'s pick."""
+    same files written), along ``path``: a name of ``CPU_PATHS``, or ``auto`` for ``choose_cpu_path``'s pick.
+    ``processes`` workers preprocess and export, no more than there are cases (nnU-Net caps only the
+    preprocessing workers so; each worker imports PyTorch and nnU-Net, seconds of CPU beside the forwards).
+    ``times`` (one of this thread's) receives the seconds per stage."""
     from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
     predictor = CpuPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=tta,
                                 perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(model_folder), tuple(folds), checkpoint)
+    times = predictor.stage_times = times or predictor.stage_times
+    with times.stage("initialise"):
+        predictor.initialize_from_trained_model_folder(str(model_folder), tuple(folds), checkpoint)
+    cases = create_lists_from_splitted_dataset_folder(str(input_folder), predictor.dataset_json["file_ending"])
     if path == "auto":
-        cases = create_lists_from_splitted_dataset_folder(str(input_folder), predictor.dataset_json["file_ending"])
-        log(choose_cpu_path(predictor, tile_forwards(predictor, cases) * len(folds), tolerance).summary())
+        with times.stage("path_choice"):
+            log(choose_cpu_path(predictor, tile_forwards(predictor, cases) * len(folds), tolerance).summary())
     else:
         use_path(predictor, CPU_PATHS[path])
         log(f"CPU path: {path} ({CPU_PATHS[path].description}), as asked")
-    predictor.predict_from_files(str(input_folder), str(output_folder), save_probabilities=save_probabilities,
-                                 overwrite=True, num_processes_preprocessing=processes,
-                                 num_processes_segmentation_export=processes)
+    with times.stage("export_wait"):  # what the stages inside (preprocessing, sliding windows) leave
+        predictor.predict_from_files(str(input_folder), str(output_folder), save_probabilities=save_probabilities,
+                                     overwrite=True, num_processes_preprocessing=processes,
+                                     num_processes_segmentation_export=max(1, min(processes, len(cases))))

@@ -146,7 +146,7 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
             plans: str = "TeachFormerPlans", configuration: str = "3d_fullres", device: str = "cuda",
             save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth", tta: bool = True,
             processes: Optional[int] = None, cpu_path: str = "auto", postprocessing: bool = True,
-            overwrite: bool = False) -> None:
+            overwrite: bool = False, stage_times: Optional[str] = None) -> None:
     """Predicts with ``trainer``'s ensemble of ``folds`` after checking the checkpoints and the input folder against
     the model: ``nnUNetv2_predict`` on a GPU; on the CPU nnU-Net's predictor in this process along ``cpu_path``
     (``cpu_inference``: ``auto`` takes the fastest path that gives nnU-Net's logits, and says which). Then, with
@@ -155,10 +155,14 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
     would apply it.
     ``processes`` sets the pre- and post-processing workers (-npp/-nps; nnU-Net's default is 3 each). A refused
     or failed prediction leaves no output behind: the output folder is removed if this call created it, else only
-    what it added; files already there are never replaced unless ``overwrite`` (``check_output_folder``)."""
+    what it added; files already there are never replaced unless ``overwrite`` (``check_output_folder``).
+    ``stage_times``: a JSON file to write the seconds per stage of a CPU prediction to (``stage_times.STAGES``)."""
     import json
 
-    import torch
+    from nnunet_teachformer.inference.stage_times import StageTimes
+    times = StageTimes()
+    with times.stage("imports"):
+        import torch
 
     dataset_id, dataset_name = resolve_dataset(dataset_id, need_raw=False)
     model = model_folder(dataset_name, trainer, plans, configuration)
@@ -172,9 +176,10 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
         commands = "; ".join(" ".join(train_command(dataset_id, configuration, f, plans, trainer)) for f in missing)
         raise TeachFormerError(f"missing checkpoint(s): {paths}. {hint}: {commands}.")
     for f in folds:
-        check_checkpoint(model / f"fold_{f}" / checkpoint,
-                         f"retrain it with `{' '.join(train_command(dataset_id, configuration, f, plans, trainer))}` "
-                         f"(or pick other folds with -f)")
+        with times.stage("checks"):
+            check_checkpoint(model / f"fold_{f}" / checkpoint,
+                             f"retrain it with `{' '.join(train_command(dataset_id, configuration, f, plans, trainer))}"
+                             f"` (or pick other folds with -f)")
     if not (model / "dataset.json").is_file():
         raise TeachFormerError(f"{model / 'dataset.json'} is missing, so the model's input channels are unknown. "
                                f"nnUNetv2_train writes it; retrain or restore the model folder.")
@@ -183,7 +188,8 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
         raise TeachFormerError(f"input folder {input_folder} does not exist; it must hold images named "
                                f"CASE_0000.nii.gz ... like imagesTs.")
     dataset_json = json.loads((model / "dataset.json").read_text())
-    cases = check_prediction_input(input_path, dataset_json)
+    with times.stage("checks"):
+        cases = check_prediction_input(input_path, dataset_json)
     if output.exists() and not output.is_dir():
         raise TeachFormerError(f"output {output} is a file; give a folder for the segmentations.")
     if output.resolve() == input_path.resolve():
@@ -199,9 +205,10 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
     pp_file = postprocessing_file(model, folds) if postprocessing else None
     try:
         if device == "cpu":
-            from nnunet_teachformer.inference.cpu_inference import predict_on_cpu
+            with times.stage("imports"):
+                from nnunet_teachformer.inference.cpu_inference import predict_on_cpu
             predict_on_cpu(model, folds, checkpoint, input_folder, output_folder, save_probabilities, tta,
-                           processes or 3, cpu_path)
+                           processes or 3, cpu_path, times=times)
         else:
             command = ["nnUNetv2_predict", "-i", str(input_folder), "-o", str(output_folder), "-d", str(dataset_id),
                        "-c", configuration, "-p", plans, "-tr", trainer, "-f", *map(str, folds), "-chk", checkpoint,
@@ -212,7 +219,8 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
             code = subprocess.call([str(executable) if executable.exists() else command[0]] + command[1:])
         if code == 0 and pp_file is not None:
             what = f"the postprocessing of {pp_file}"
-            _postprocess(output, cases, dataset_json, model, pp_file)
+            with times.stage("postprocessing"):
+                _postprocess(output, cases, dataset_json, model, pp_file)
     except Exception as e:  # an error inside nnU-Net's predictor: name it, never a traceback
         _undo_output(output, existed_before)
         raise TeachFormerError(f"{what} failed ({type(e).__name__}: {str(e).strip()[:300]}); what it had written "
@@ -226,3 +234,7 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
         problem = f"exit code {code}" if code != 0 else f"it wrote {len(written)} of {len(cases)} segmentations"
         raise TeachFormerError(f"{what} failed ({problem}; see its output above); what it had written to "
                                f"{output} was removed. Fix the cause and run the same command again.")
+    if stage_times:
+        times.write(stage_times)
+        spent = ", ".join(f"{name} {s:.1f}" for name, s in times.seconds.items() if s >= 0.05)
+        print(f"Seconds per stage ({stage_times}): {spent}", flush=True)
