@@ -228,7 +228,8 @@ def _predict_parser(sub):
     p.add_argument("--device", choices=["cuda", "cpu", "mps"], default="cuda")
     p.add_argument("--save-probabilities", action="store_true")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace segmentations already in the output folder (never a raw dataset's images or labels)")
+                   help="replace segmentations already in the output folder (never a raw dataset's images or labels), "
+                        "and the --stage-times file")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (8x faster)")
     from nnunet_teachformer.inference.cpu_paths import CPU_PATHS
     p.add_argument("--cpu-path", choices=["auto", *CPU_PATHS], default="auto",

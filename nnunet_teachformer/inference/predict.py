@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from nnunet_teachformer.errors import TeachFormerError
-from nnunet_teachformer.nnunet_paths import (Fold, check_folds, check_not_raw_data, model_folder, resolve_dataset,
-                                             train_command, trained_folds)
+from nnunet_teachformer.nnunet_paths import (Fold, check_folds, check_not_raw_data, model_folder, refuse_replacing,
+                                             resolve_dataset, train_command, trained_folds)
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".png", ".bmp", ".tif", ".tiff", ".npy", ".npz")
 SITK_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
@@ -160,6 +160,8 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
     import json
 
     from nnunet_teachformer.inference.stage_times import StageTimes
+    if stage_times:
+        refuse_replacing([stage_times], overwrite, "--stage-times")
     times = StageTimes()
     with times.stage("imports"):
         import torch
