@@ -746,8 +746,10 @@ def test_ctrl_c_in_the_terminal_while_nnunets_workers_preprocess(world):
         "data_identifier"])  # so that `plan` preprocesses again
     log = base.parent / "plan_969.log"
     with open(log, "w") as out:
+        # started as a shell starts it, with Ctrl-C's default action whatever this test process inherited
         process = subprocess.Popen([console_script("teachformer"), "plan", "-d", "969", "-c", CONFIG, "-np", "2"],
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 600
         while "Preprocessing cases" not in log.read_text() and process.poll() is None and time.time() < deadline:
             time.sleep(0.2)
@@ -786,3 +788,20 @@ def test_export_zip_replaces_only_its_own_model_card(world, tmp_path, monkeypatc
     assert "Reviewed by the radiology team." in card.read_text()
     assert main([*export, "--overwrite"]) == 0
     assert "Reviewed" not in card.read_text() and card.read_text().startswith("# Model card")
+
+
+def test_only_the_workers_ignore_ctrl_c_not_the_process_that_starts_them():
+    """A first import of the start-up module inside the block (as a test process may do) must not make this
+    process, and every process it starts later, deaf to Ctrl-C."""
+    import importlib
+    import signal
+    import sys
+
+    from nnunet_teachformer import nnunet_ext
+
+    child = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"]
+    with nnunet_ext.workers_ignore_ctrl_c():
+        importlib.reload(nnunet_ext)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert subprocess.run(child, capture_output=True, text=True).stdout.strip() == "True"  # a worker
+    assert subprocess.run(child, capture_output=True, text=True).stdout.strip() == "False"

@@ -38,15 +38,21 @@ WORKERS_IGNORE_CTRL_C = "TEACHFORMER_WORKERS_IGNORE_CTRL_C"
 
 @contextlib.contextmanager
 def workers_ignore_ctrl_c():
-    """Processes of this Python environment started inside the block ignore SIGINT; this one does not (its hook
-    ran when it started)."""
-    os.environ[WORKERS_IGNORE_CTRL_C] = "1"
+    """Processes of this Python environment started inside the block ignore SIGINT; this one does not. The
+    variable names this process, so that a first import of this module inside the block (here, or in a test
+    process, whose children would inherit the ignored signal) leaves its own Ctrl-C alone."""
+    os.environ[WORKERS_IGNORE_CTRL_C] = str(os.getpid())
     try:
         yield
     finally:
         os.environ.pop(WORKERS_IGNORE_CTRL_C, None)
 
 
+def _ignore_ctrl_c_if_a_worker() -> None:
+    parent = os.environ.get(WORKERS_IGNORE_CTRL_C)
+    if parent and parent != str(os.getpid()):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 register_ext_trainer_dir()
-if os.environ.get(WORKERS_IGNORE_CTRL_C) == "1":
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+_ignore_ctrl_c_if_a_worker()
