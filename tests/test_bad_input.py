@@ -800,8 +800,13 @@ def test_only_the_workers_ignore_ctrl_c_not_the_process_that_starts_them():
     from nnunet_teachformer import nnunet_ext
 
     child = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"]
-    with nnunet_ext.workers_ignore_ctrl_c():
-        importlib.reload(nnunet_ext)
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        assert subprocess.run(child, capture_output=True, text=True).stdout.strip() == "True"  # a worker
-    assert subprocess.run(child, capture_output=True, text=True).stdout.strip() == "False"
+    # as a terminal starts a command (a pytest-xdist worker may run with SIGINT ignored already)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with nnunet_ext.workers_ignore_ctrl_c():
+            importlib.reload(nnunet_ext)
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            assert subprocess.run(child, capture_output=True, text=True).stdout.strip() == "True"  # a worker
+        assert subprocess.run(child, capture_output=True, text=True).stdout.strip() == "False"
+    finally:
+        signal.signal(signal.SIGINT, inherited)
