@@ -333,7 +333,9 @@ def parameter_count(checkpoint: Path) -> int:
     import torch
 
     weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
-    return sum(v.numel() for k, v in weights.items() if v.is_floating_point() and "running_" not in k)
+    # by storage: nnU-Net's U-Net decoder holds the encoder, so its weights appear twice in the state dict
+    return sum({v.data_ptr(): v.numel() for k, v in weights.items()
+                if v.is_floating_point() and "running_" not in k}.values())
 
 
 def held_out_dice(run: Run, dataset: Path, args, out_root: Path) -> Dict[str, float]:
