@@ -74,10 +74,10 @@ def combine_teacher_probabilities(teacher_probs: Sequence[torch.Tensor], how: st
     exp(-entropy), so confident teachers count more. ``teacher_weights`` (one per teacher, e.g. from their
     inner-hold-out Dice) make ``mean`` a weighted average and multiply the per-voxel weights of the others.
     """
-    stacked = torch.stack(list(teacher_probs))  # (K, B, C, *spatial)
-    prior = _prior(teacher_weights, stacked)
     if how == "mean" or len(teacher_probs) == 1:
         return teacher_mean(teacher_probs, teacher_weights)
+    stacked = torch.stack(list(teacher_probs))  # (K, B, C, *spatial)
+    prior = _prior(teacher_weights, stacked)
     if how == "gt_confidence":
         if target is None:
             raise ValueError("gt_confidence needs the target")
