@@ -2,7 +2,7 @@
 trainer variant (``StockProbeTrainer``: nnUNetTrainerNoMirroring on a short schedule) on nnUNetPlans, whose 48^3
 patch is no multiple of 32, trained on folds 0 and all; ``teachformer distill`` distils students from it with no
 environment variable; ``teachformer predict -f all`` writes the held-out cases; the report shows the teacher and
-both students. Then the same on a ResEnc preset's plans, and the refusal of a stock model's checkpoint_best."""
+both students; a stock model's checkpoint_best is refused. (A ResEnc preset's teacher: tests/test_adopt_resenc.py.)"""
 import json
 import shutil
 
@@ -12,7 +12,6 @@ from conftest import CONFIG, DATASET_ID, DATASET_NAME, console_script, probe_env
 
 TEACHER = "StockProbeTrainer"
 PLANS = "nnUNetPlans"
-RESENC_PLANS = "nnUNetResEncUNetMPlans"
 STUDENT, BASELINE = "TeachFormerTrainer_tiny", "HDenseFormerLightTrainer_tiny"
 
 
@@ -84,18 +83,3 @@ def test_a_stock_models_best_checkpoint_is_refused(adopted):
     assert "selected by nnU-Net on its fold's validation cases" in message
     assert f"{TEACHER}:checkpoint_final.pth" in message
     assert not _model(adopted, trainer).exists()  # a refused start leaves nothing behind
-
-
-def test_a_resenc_preset_teaches_too(adopted):
-    env = adopted["env"]
-    run_cli([console_script("nnUNetv2_plan_experiment"), "-d", DATASET_ID, "-pl", "nnUNetPlannerResEncM"],
-            env=dict(env, nnUNet_n_proc_DA="1"))
-    run_cli([console_script("nnUNetv2_preprocess"), "-d", DATASET_ID, "-plans_name", RESENC_PLANS, "-c", CONFIG,
-             "-np", 1], env=dict(env, nnUNet_n_proc_DA="1"))
-    run_cli([console_script("nnUNetv2_train"), DATASET_ID, CONFIG, 0, "-p", RESENC_PLANS, "-tr", TEACHER,
-             "-device", "cpu"], env=env)
-    run_cli([console_script("teachformer"), "distill", "-d", DATASET_ID, "--from", TEACHER, "-p", RESENC_PLANS,
-             "-f", 0, "--preset", "tiny", "-device", "cpu", "--no-timing"], env=env)
-    taught = json.loads((_model(adopted, STUDENT, RESENC_PLANS) / "fold_0" / "teachers.json").read_text())
-    assert [(t["trainer"], t["provenance"]) for t in taught] == [(TEACHER, "derived from nnU-Net's split")]
-    assert (_model(adopted, STUDENT, RESENC_PLANS) / "fold_0" / "checkpoint_final.pth").is_file()
