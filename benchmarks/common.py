@@ -228,22 +228,14 @@ def ratio(numerator: float, denominator: float) -> float:
 def machine(device: str) -> Dict[str, object]:
     """What the numbers were measured on, including the load from other processes (the timings' noise)."""
     import torch
+
+    from nnunet_teachformer.inference.path_memory import cpu_name
     info = {"device": device, "python": platform.python_version(), "torch": torch.__version__,
-            "cpu": _cpu_name(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu": cpu_name(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "load_average_at_start": [round(v, 2) for v in os.getloadavg()]}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -136,11 +136,12 @@ def usable_cores():
 def nnunet_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("nnunet")
     dirs = {k: root / k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    saved = {k: os.environ.get(k) for k in list(dirs) + list(CPU_ENV)}
+    memory = {"TEACHFORMER_CACHE_DIR": str(root / "cache")}  # auto's CPU path measurements: the session's own
+    saved = {k: os.environ.get(k) for k in list(dirs) + list(CPU_ENV) + list(memory)}
     for k, v in dirs.items():
         v.mkdir()
         os.environ[k] = str(v)
-    os.environ.update(CPU_ENV)
+    os.environ.update(CPU_ENV, **memory)
     yield dirs
     for k, v in saved.items():
         if v is None:

@@ -22,11 +22,11 @@ import hashlib
 import json
 import math
 import os
-import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Optional, Sequence
 
+from nnunet_teachformer.inference.path_memory import cpu_name
 from nnunet_teachformer.nnunet_paths import dataset_id, model_identifier
 
 MODEL_CARD_MD = "MODEL_CARD.md"
@@ -56,17 +56,6 @@ def _version(distribution: str) -> Optional[str]:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _mean_sd(values: Sequence[float]) -> dict:
@@ -137,7 +126,7 @@ def _cpu_time(folder: Path, fold, dataset_json: dict, raw_folder: Optional[Path]
     latency = time_inference(folder, fold, [str(f) for f in files], cases[0], device="cpu", mirroring=True,
                              checkpoint=checkpoint)
     return {"seconds": latency.seconds, "case": latency.case, "fold": latency.fold, "mirroring": latency.mirroring,
-            "torch_threads": torch.get_num_threads(), "cpu": _cpu_name(),
+            "torch_threads": torch.get_num_threads(), "cpu": cpu_name(),
             "how": "nnU-Net's nnUNetPredictor, one fold, end to end (preprocessing, sliding window with Gaussian "
                    "weighting and mirroring, resampling), one warm-up patch not timed"}
 
