@@ -212,7 +212,7 @@ def _predict(a):
     predict(a.input, a.output, a.dataset, a.folds, trainer=a.trainer, plans=a.plans, configuration=a.configuration,
             device=a.device, save_probabilities=a.save_probabilities, checkpoint=a.checkpoint, tta=not a.disable_tta,
             cpu_path=a.cpu_path, postprocessing=not a.no_postprocessing, overwrite=a.overwrite,
-            stage_times=a.stage_times)
+            stage_times=a.stage_times, step_size=a.step_size, mirror_axes=a.mirror_axes)
 
 
 def _predict_parser(sub):
@@ -231,11 +231,18 @@ def _predict_parser(sub):
                    help="replace segmentations already in the output folder (never a raw dataset's images or labels), "
                         "and the --stage-times file")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (8x faster)")
-    from nnunet_teachformer.inference.cpu_paths import CPU_PATHS
+    from nnunet_teachformer.inference.cpu_paths import CPU_PATHS, DEFAULT_STEP_SIZE, LEVER_COSTS
     p.add_argument("--cpu-path", choices=["auto", *CPU_PATHS], default="auto",
-                   help="--device cpu: how the network runs; auto (default) measures each way on the model and takes "
-                        "the one that finishes first (a once-per-fold build included) among those whose logits equal "
-                        "nnU-Net's own (nnunet) within 1e-3, and says which")
+                   help="--device cpu: how the network runs; auto (default) measures each exact way on the model and "
+                        "takes the one that finishes first (a once-per-fold build included) among those whose logits "
+                        "equal nnU-Net's own (nnunet) within 1e-3, and says which. openvino_bf16 is not exact: "
+                        + LEVER_COSTS["openvino_bf16"])
+    p.add_argument("--step-size", type=float, default=DEFAULT_STEP_SIZE,
+                   help=f"tile step as a fraction of the tile (nnU-Net's, default {DEFAULT_STEP_SIZE}: exact). "
+                        + LEVER_COSTS["step_size"])
+    p.add_argument("--mirror-axes", type=int, nargs="+", metavar="AXIS",
+                   help="--device cpu with mirroring: mirror along these of the model's axes only (default: all it "
+                        "allows, nnU-Net's). " + LEVER_COSTS["mirror_axes"])
     p.add_argument("--no-postprocessing", action="store_true",
                    help="skip the connected-component postprocessing that nnUNetv2_find_best_configuration chose for "
                         "this model and folds (applied by default where its postprocessing.pkl exists)")
@@ -431,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
 FOLDS_HELP = "folds: numbers and/or all (nnU-Net's model trained on every case)"
 # our flag -> nnU-Net's spelling of the same flag, also accepted (hidden from the help)
 NNUNET_SPELLINGS = {"--device": "-device", "--disable-tta": "--disable_tta", "--save-probabilities":
-                    "--save_probabilities", "--checkpoint": "-chk", "--gpu-memory": "-gpu_memory_target"}
+                    "--save_probabilities", "--checkpoint": "-chk", "--gpu-memory": "-gpu_memory_target", "--step-size": "-step_size"}
 
 
 def _add_nnunet_spellings(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,8 @@
 """`cpu_inference`: every CPU path of `teachformer predict --device cpu` gives nnU-Net's own logits through nnU-Net's
 own sliding window (two overlapping tiles, mirroring TTA, a two-fold ensemble), and the automatic choice is the
 exact path that finishes first."""
+import os
+import shutil
 import sys
 import threading
 
@@ -8,11 +10,13 @@ import pytest
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+from nnunet_teachformer.inference import path_memory
 from nnunet_teachformer.inference.cpu_inference import (CpuPredictor, PathNetwork, choose_cpu_path, predict_on_cpu,
-                                                        sliding_window_weights, tile_forwards, use_path)
+                                                        remembered_or_chosen_cpu_path, sliding_window_weights,
+                                                        tile_forwards, use_path)
 from nnunet_teachformer.inference.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, float16_sums_bound
 from nnunet_teachformer.errors import TeachFormerError
-from nnunet_teachformer.inference.openvino_engine import OpenVinoNetwork
+from nnunet_teachformer.inference.openvino_engine import OpenVinoNetwork, cpu_has_bfloat16
 from nnunet_teachformer.inference.stage_times import StageTimes
 
 
@@ -61,7 +65,10 @@ def assert_same_segmentation(got, expected):
     assert (top2[0] - top2[1])[flipped].le(bound[flipped]).all()
 
 
-@pytest.mark.parametrize("path", [p for p in CPU_PATHS if p != "nnunet"])
+EXACT_PATHS = [name for name, path in CPU_PATHS.items() if path.exact]
+
+
+@pytest.mark.parametrize("path", [p for p in EXACT_PATHS if p != "nnunet"])
 def test_each_path_gives_nnunets_logits_for_every_fold(predictor, volume, expected, path):
     use_path(predictor, CPU_PATHS[path])
     assert isinstance(predictor.network, PathNetwork)
@@ -98,7 +105,7 @@ def two_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("path", [p for p in CPU_PATHS if CPU_PATHS[p].threaded_tiles])
+@pytest.mark.parametrize("path", [p for p in EXACT_PATHS if CPU_PATHS[p].threaded_tiles])
 def test_tiles_come_from_one_thread_per_core(predictor, volume, expected, path, two_threads, monkeypatch,
                                             usable_cores):
     use_path(predictor, CPU_PATHS[path])
@@ -131,7 +138,7 @@ def test_a_plain_nnunet_predictor_is_refused_the_tile_per_core_path(predictor):
 
 def test_choice_is_the_exact_path_that_finishes_first_and_says_so(predictor):
     choice = choose_cpu_path(predictor, forwards=1000, rounds=1)
-    assert set(choice.seconds_per_tile) == set(CPU_PATHS)
+    assert set(choice.seconds_per_tile) == set(EXACT_PATHS)  # an inexact path (bfloat16) is never a candidate
     exact = [name for name, d in choice.max_abs_difference.items() if d <= DEFAULT_TOLERANCE]
     assert choice.path.name == min(exact, key=choice.expected_seconds)
     assert choice.build_seconds["frozen"] > 0 == choice.build_seconds["nnunet"]
@@ -170,6 +177,69 @@ def test_stage_times_cover_the_prediction_and_count_every_forward(trained, phant
     assert record["tile_forwards"] == tile_forwards(predictor, cases) // mirrorings
     assert record["builds"] == ["torchscript"] and record["peak_resident_bytes"] > 0
     assert len(list(tmp_path.glob("*.nii.gz"))) == len(cases)
+
+
+def test_bfloat16_is_close_to_nnunets_logits_but_not_within_the_tolerance(predictor, volume, expected):
+    """openvino_bf16, the inexact lever: OpenVINO compiled in bfloat16 where the CPU has it; its segmentation
+    mostly nnU-Net's, its logits off by bfloat16's rounding (8 bits of mantissa), not by float32's."""
+    use_path(predictor, CPU_PATHS["openvino_bf16"])
+    got = predictor.predict_logits_from_preprocessed_data(volume).float()
+    reference = expected[0]
+    assert got.shape == reference.shape
+    assert (got.argmax(0) == reference.argmax(0)).float().mean() >= 0.95
+    assert (got - reference).abs().max() <= 0.1 * reference.abs().max()
+    compiled = next(iter(predictor.network._built.values())).compiled
+    import openvino as ov
+    has_bf16 = cpu_has_bfloat16()
+    assert compiled.get_property("INFERENCE_PRECISION_HINT") == (ov.Type.bf16 if has_bf16 else ov.Type.f32)
+
+
+def test_tile_step_and_mirror_axes_set_the_forwards(trained, phantom, predictor, tmp_path):
+    """--step-size and --mirror-axes reach nnU-Net's predictor: one mirror axis of three doubles each tile's
+    forwards instead of multiplying them by 8; a tile step of 1 cuts a 2.5-tile case from 4 tiles to 3 per axis."""
+    images = phantom / "imagesTs"
+    times = StageTimes()
+    predict_on_cpu(trained["folders"]["TeachFormerTrainer_tiny"], (0,), "checkpoint_final.pth", str(images),
+                   str(tmp_path), save_probabilities=False, tta=True, processes=1, path="nnunet", times=times,
+                   step_size=1.0, mirror_axes=(2,))
+    cases = [[str(p)] for p in sorted(images.glob("*_0000.nii.gz"))]
+    mirrorings = 2 ** len(predictor.allowed_mirroring_axes)
+    assert times.record()["tile_forwards"] == tile_forwards(predictor, cases) // mirrorings * 2
+    import SimpleITK as sitk
+    patch = [int(p) for p in predictor.configuration_manager.patch_size]
+    long_case = tmp_path / "long_0000.nii.gz"
+    image = sitk.Image([p * 5 // 2 for p in patch[::-1]], sitk.sitkUInt8)
+    image.SetSpacing([float(s) for s in predictor.configuration_manager.spacing[::-1]])
+    sitk.WriteImage(image, str(long_case))
+    for step, per_axis in ((0.5, 4), (1.0, 3)):
+        stepped = CpuPredictor(tile_step_size=step, use_mirroring=False, device=torch.device("cpu"))
+        stepped.configuration_manager = predictor.configuration_manager
+        assert tile_forwards(stepped, [[str(long_case)]]) == per_axis ** 3
+
+
+def test_the_choice_is_measured_once_per_model_and_machine(trained, predictor, tmp_path, monkeypatch):
+    """The second call with the same fold's checkpoint reuses the first call's measurements: the same path, only it
+    built; a checkpoint written since is measured anew."""
+    monkeypatch.setenv(path_memory.MEMORY_ENV, str(tmp_path))
+    checkpoint = tmp_path / "model" / "fold_0" / "checkpoint_final.pth"
+    checkpoint.parent.mkdir(parents=True)
+    shutil.copy(trained["folders"]["TeachFormerTrainer_tiny"] / "fold_0" / "checkpoint_final.pth", checkpoint)
+    shutil.copy(trained["folders"]["TeachFormerTrainer_tiny"] / "plans.json", checkpoint.parent.parent)
+    predictor.stage_times = StageTimes()
+    first = remembered_or_chosen_cpu_path(predictor, forwards=1000, checkpoint=checkpoint)
+    assert "measured now, remembered in" in first.summary() and path_memory.memory_file().is_file()
+    measuring_builds = list(predictor.stage_times.builds)
+    predictor.stage_times = StageTimes()
+    again = remembered_or_chosen_cpu_path(predictor, forwards=1000, checkpoint=checkpoint)
+    assert again.path == first.path and again.seconds_per_tile == first.seconds_per_tile
+    assert "as remembered in" in again.summary()
+    assert predictor.stage_times.builds == ([first.path.engine] if first.path.built_per_fold else [])
+    assert len(measuring_builds) > len(predictor.stage_times.builds)
+    few = remembered_or_chosen_cpu_path(predictor, forwards=0, checkpoint=checkpoint)  # no forwards: no build pays
+    assert few.path.name in ("nnunet", "channels_last")
+    checkpoint.write_bytes(checkpoint.read_bytes())  # a new checkpoint (its modification time)
+    os.utime(checkpoint, ns=(checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns + 10 ** 9))
+    assert "measured now" in remembered_or_chosen_cpu_path(predictor, forwards=1000, checkpoint=checkpoint).summary()
 
 
 def test_nothing_to_predict_pays_for_no_build(predictor):

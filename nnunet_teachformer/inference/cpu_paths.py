@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Dict
 
 DEFAULT_TOLERANCE = 1e-3  # largest accepted |logit difference| to nnU-Net's own path, as for the ONNX export
+DEFAULT_STEP_SIZE = 0.5  # nnU-Net's tile step, as a fraction of the tile (nnUNetv2_predict -step_size)
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,12 @@ class CpuPath:
     # the next tile waiting while the last one's logits are summed
     threaded_tiles: bool
     description: str
+    precision: str = "f32"  # the engine's arithmetic; "bf16" is an inexact lever, never taken by auto
+
+    @property
+    def exact(self) -> bool:
+        """Whether the path computes in float32 as nnU-Net does (auto's candidates; within tolerance, measured)."""
+        return self.precision == "f32"
 
     @property
     def built_per_fold(self) -> bool:
@@ -32,7 +39,17 @@ CPU_PATHS: Dict[str, CpuPath] = {p.name: p for p in (
     CpuPath("openvino", False, "openvino", True,
             "converted by OpenVINO and compiled for this CPU in float32, one tile at a time on all cores, the next "
             "one queued"),
+    CpuPath("openvino_bf16", False, "openvino", True,
+            "openvino compiled in bfloat16 (fast where the CPU has AVX512-BF16 or AMX); not exact", "bf16"),
 )}
+
+# What each inexact lever of `teachformer predict` cost on a trained student (benchmarks/README.md,
+# real_ct_levers.py): printed in --help, so that whoever takes one knows the price.
+LEVER_COSTS: Dict[str, str] = {
+    "openvino_bf16": "MEASURED",
+    "step_size": "MEASURED",
+    "mirror_axes": "MEASURED",
+}
 
 
 FLOAT16_RELATIVE_ROUNDING = 2.0 ** -11  # a float16 result in float16's normal range is within this of exact

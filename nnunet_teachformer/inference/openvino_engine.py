@@ -3,7 +3,8 @@
 OpenVINO's CPU plugin picks its own kernels and memory layouts for the whole graph and fuses what follows a
 convolution into it; on the student it ran about twice as fast as PyTorch's TorchScript paths
 (benchmarks/README.md). It is compiled with float32 inference precision: on CPUs with
-AMX or AVX512-BF16 OpenVINO would otherwise run in bfloat16, whose logits are not float32's.
+AMX or AVX512-BF16 OpenVINO would otherwise run in bfloat16, whose logits are not float32's. bfloat16 is
+``teachformer predict --precision bf16``'s inexact lever (its measured cost: ``cpu_paths.LEVERS``).
 """
 import contextlib
 import copy
@@ -20,6 +21,11 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 def _openvino():
     return optional_import("openvino", extra="cpu", purpose="the openvino CPU path", package="OpenVINO")
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether OpenVINO computes bfloat16 on this CPU (AVX512-BF16 or AMX); elsewhere a bf16 hint runs float32."""
+    return "BF16" in _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class SplitReductionInstanceNorm(nn.Module):
@@ -103,9 +109,10 @@ class OpenVinoNetwork:
         network: the fold's network with its weights loaded, in eval mode.
         example: a tile of the shape the compiled network will take (batch 1).
         threads: the threads OpenVINO computes each tile with.
+        precision: OpenVINO's inference precision, ``"f32"`` (nnU-Net's logits within 1e-3) or ``"bf16"``.
     """
 
-    def __init__(self, network: nn.Module, example: torch.Tensor, threads: int):
+    def __init__(self, network: nn.Module, example: torch.Tensor, threads: int, precision: str = "f32"):
         ov = _openvino()
         self.shape = tuple(example.shape)
         with _freed_blocks_returned():
@@ -114,7 +121,7 @@ class OpenVinoNetwork:
                 model = ov.convert_model(traced, example_input=example, input=[self.shape])
             del traced
             self.compiled = ov.Core().compile_model(model, "CPU", {
-                "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads})
+                "INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads})
             del model
         self._request = self.compiled.create_infer_request()
         self._turn = threading.Lock()

@@ -20,8 +20,9 @@ IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".png", ".
 SITK_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 
-def check_checkpoint(path: Path, fix: str) -> None:
-    """TeachFormerError naming ``path`` and ``fix`` when it is not a loadable nnU-Net checkpoint (e.g. truncated)."""
+def check_checkpoint(path: Path, fix: str) -> dict:
+    """The checkpoint at ``path``; TeachFormerError naming ``path`` and ``fix`` when it is not a loadable nnU-Net
+    checkpoint (e.g. truncated)."""
     import torch
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
@@ -31,6 +32,20 @@ def check_checkpoint(path: Path, fix: str) -> None:
                                f"and {fix}.") from None
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise TeachFormerError(f"{path} is not an nnU-Net checkpoint (no network_weights in it). Delete it and {fix}.")
+    return checkpoint
+
+
+def checked_mirror_axes(asked: Sequence[int], allowed: Optional[Sequence[int]], checkpoint: Path) -> tuple:
+    """``asked`` (--mirror-axes), sorted, when the model of ``checkpoint`` allows mirroring along each of them at
+    inference (``allowed``: its ``inference_allowed_mirroring_axes``); else TeachFormerError."""
+    allowed = tuple(allowed or ())
+    refused = sorted(set(asked) - set(allowed))
+    if refused:
+        raise TeachFormerError(f"--mirror-axes {' '.join(map(str, asked))}: {checkpoint} allows mirroring along "
+                               f"axes {' '.join(map(str, allowed)) or '(none)'} only, so its model cannot be mirrored "
+                               f"along {' '.join(map(str, refused))} at inference. Pick among those, or leave "
+                               f"--mirror-axes out for all of them.")
+    return tuple(sorted(set(asked)))
 
 
 def check_prediction_input(folder: Path, dataset_json: dict) -> List[str]:
@@ -146,7 +161,8 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
             plans: str = "TeachFormerPlans", configuration: str = "3d_fullres", device: str = "cuda",
             save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth", tta: bool = True,
             processes: Optional[int] = None, cpu_path: str = "auto", postprocessing: bool = True,
-            overwrite: bool = False, stage_times: Optional[str] = None) -> None:
+            overwrite: bool = False, stage_times: Optional[str] = None, step_size: float = 0.5,
+            mirror_axes: Optional[Sequence[int]] = None) -> None:
     """Predicts with ``trainer``'s ensemble of ``folds`` after checking the checkpoints and the input folder against
     the model: ``nnUNetv2_predict`` on a GPU; on the CPU nnU-Net's predictor in this process along ``cpu_path``
     (``cpu_inference``: ``auto`` takes the fastest path that gives nnU-Net's logits, and says which). Then, with
@@ -156,12 +172,23 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
     ``processes`` sets the pre- and post-processing workers (-npp/-nps; nnU-Net's default is 3 each). A refused
     or failed prediction leaves no output behind: the output folder is removed if this call created it, else only
     what it added; files already there are never replaced unless ``overwrite`` (``check_output_folder``).
-    ``stage_times``: a JSON file to write the seconds per stage of a CPU prediction to (``stage_times.STAGES``)."""
+    ``stage_times``: a JSON file to write the seconds per stage of a CPU prediction to (``stage_times.STAGES``).
+    ``step_size``: nnU-Net's tile step (``-step_size``); ``mirror_axes``: on the CPU, the model's mirroring axes
+    that test-time augmentation uses (default all; nnUNetv2_predict has no such choice, so a GPU refuses it)."""
     import json
 
     from nnunet_teachformer.inference.stage_times import StageTimes
     if stage_times:
         refuse_replacing([stage_times], overwrite, "--stage-times")
+    if mirror_axes is not None and device != "cpu":
+        raise TeachFormerError(f"--mirror-axes works with --device cpu only: on {device}, nnUNetv2_predict mirrors "
+                               f"along every axis the model allows. Leave it out, or pass --device cpu.")
+    if mirror_axes is not None and not tta:
+        raise TeachFormerError("--mirror-axes picks the axes of test-time mirroring, which --disable-tta switches "
+                               "off; give one of the two.")
+    if not 0 < step_size <= 1:
+        raise TeachFormerError(f"--step-size {step_size}: the tile step is a fraction of the tile, above 0 and at "
+                               f"most 1 (nnU-Net's default 0.5; 1 means tiles that do not overlap).")
     times = StageTimes()
     with times.stage("imports"):
         import torch
@@ -179,9 +206,12 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
         raise TeachFormerError(f"missing checkpoint(s): {paths}. {hint}: {commands}.")
     for f in folds:
         with times.stage("checks"):
-            check_checkpoint(model / f"fold_{f}" / checkpoint,
-                             f"retrain it with `{' '.join(train_command(dataset_id, configuration, f, plans, trainer))}"
-                             f"` (or pick other folds with -f)")
+            path = model / f"fold_{f}" / checkpoint
+            loaded = check_checkpoint(path, f"retrain it with `"
+                                            f"{' '.join(train_command(dataset_id, configuration, f, plans, trainer))}"
+                                            f"` (or pick other folds with -f)")
+            if mirror_axes is not None:
+                mirror_axes = checked_mirror_axes(mirror_axes, loaded.get("inference_allowed_mirroring_axes"), path)
     if not (model / "dataset.json").is_file():
         raise TeachFormerError(f"{model / 'dataset.json'} is missing, so the model's input channels are unknown. "
                                f"nnUNetv2_train writes it; retrain or restore the model folder.")
@@ -210,11 +240,11 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
             with times.stage("imports"):
                 from nnunet_teachformer.inference.cpu_inference import predict_on_cpu
             predict_on_cpu(model, folds, checkpoint, input_folder, output_folder, save_probabilities, tta,
-                           processes or 3, cpu_path, times=times)
+                           processes or 3, cpu_path, times=times, step_size=step_size, mirror_axes=mirror_axes)
         else:
             command = ["nnUNetv2_predict", "-i", str(input_folder), "-o", str(output_folder), "-d", str(dataset_id),
                        "-c", configuration, "-p", plans, "-tr", trainer, "-f", *map(str, folds), "-chk", checkpoint,
-                       "-device", device]
+                       "-device", device, "-step_size", str(step_size)]
             command += (["--save_probabilities"] if save_probabilities else []) + ([] if tta else ["--disable_tta"])
             command += ["-npp", str(processes), "-nps", str(processes)] if processes else []
             executable = Path(sys.executable).parent / command[0]
