@@ -5,15 +5,26 @@ Scans: the two lung CTs of the pyradiomics 3.0.1 source archive (``data/lung1_im
 512 x 512 x 48 and 61 slices, 0.6 x 0.6 x 5 mm, HU), downloaded with ``pip download`` into ``--workdir``, or the
 volumes of ``--images DIR`` (one CT per file, any size). They become an nnU-Net raw dataset (one CT channel; each
 scan and its two in-plane mirror images as training cases, labelled by a bone threshold, HU > 300; the scans
-themselves as the cases to predict), planned by ``teachformer plan`` (TeachFormerPlans) and given the folds
-that the settings use of the student at its real widths (``HDenseFormerLightTrainer``, H-DenseFormer Light;
-untrained checkpoints written by nnU-Net's ``save_checkpoint``: the cost of a forward does not depend on the
-weights). All of it is cached in ``--workdir``.
+themselves as the cases to predict), planned by ``teachformer plan`` (TeachFormerPlans), with the student at its
+real widths (``HDenseFormerLightTrainer``, H-DenseFormer Light): fold 0 trained for ``--train-iterations`` by
+nnU-Net's own training loop (in this process; nnU-Net's final validation left out), the other folds untrained
+(nnU-Net's ``save_checkpoint`` of a fresh trainer: the cost of a forward does not depend on the weights). All of
+it is cached in ``--workdir``.
 
-Each setting (``fold0``: fold 0, no mirroring; ``folds5_tta``: five folds, mirroring) runs three commands, each a
-fresh process: ``teachformer predict --device cpu`` (auto path), the same with ``--cpu-path nnunet`` (nnU-Net's
-own predictor and network as ``nnUNetv2_predict`` runs them, timed stage by stage) and ``nnUNetv2_predict -device
-cpu`` itself (wall time and memory only). Per run: wall seconds per scan; the predicting thread's seconds per
+Settings, each command a fresh process:
+
+* ``fold0`` (fold 0, no mirroring): ``teachformer predict --device cpu`` (its defaults: auto path, exact) twice,
+  first measuring the CPU paths, then with what it measured remembered (``inference.path_memory``, kept in
+  ``--workdir`` here), the same with ``--cpu-path nnunet`` (nnU-Net's own predictor and network as ``nnUNetv2_predict`` runs them, timed
+  stage by stage), ``nnUNetv2_predict -device cpu`` itself (wall time and memory only), and ``teachformer
+  predict`` with the inexact levers of ``SPEED_LEVERS``;
+* ``folds5_tta`` (five folds, mirroring): ``teachformer predict`` with ``SPEED_LEVERS`` and ``TTA_LEVERS`` only
+  (nnU-Net's own takes ~40 times its fold-0 time here: hours);
+* ``levers``: what each inexact lever (``LEVERS``) costs in agreement, on the trained fold 0 and fold 0's
+  validation cases (held out of its training; their mirror-image siblings were not): each lever's segmentation
+  against the exact one (Dice of the bone label, voxels that differ) and both against the labels.
+
+Per run: wall seconds per scan; the predicting thread's seconds per
 stage (``teachformer predict --stage-times``, ``nnunet_teachformer.inference.stage_times.STAGES``) plus
 ``startup`` (process start to the predict command: interpreter, command line imports) and ``exit``; GFLOP/s of
 the forwards (FLOPs per tile x tile forwards / forward seconds); peak memory (the largest resident high-water of
@@ -22,8 +33,8 @@ worker processes alongside the forwards; their own CPU seconds per scan are meas
 nnU-Net's reader, preprocessor, ``convert_predicted_logits_to_segmentation_with_correct_shape`` and writer, run
 once per scan in this process), beside what the predictor waited for them.
 
-    python benchmarks/real_ct_prediction.py [--workdir DIR] [--images DIR] [--settings fold0|folds5_tta|both]
-                                            [--json PATH] [--tiny]
+    python benchmarks/real_ct_prediction.py [--workdir DIR] [--images DIR] [--settings fold0 folds5_tta levers]
+                                            [--train-iterations N] [--json PATH] [--tiny]
 """
 import json
 import os
@@ -36,6 +47,7 @@ import time
 from pathlib import Path
 
 import common
+from nnunet_teachformer.inference.path_memory import MEMORY_ENV
 
 DATASET_ID = 985
 DATASET_NAME = "TeachFormerRealCT"
@@ -44,7 +56,18 @@ CONFIGURATION = "3d_fullres"
 PYRADIOMICS = "pyradiomics==3.0.1"
 SCANS = ("lung1_image.nrrd", "lung2_image.nrrd")
 BONE_HU = 300
-SETTINGS = {"fold0": ((0,), False), "folds5_tta": ((0, 1, 2, 3, 4), True)}
+SETTINGS = {"fold0": ((0,), False), "folds5_tta": ((0, 1, 2, 3, 4), True), "levers": ((0,), False)}
+# the inexact levers of `teachformer predict`, each alone, then together, measured by the `levers` setting ...
+LEVERS = {
+    "step_size_0.75": ["--step-size", "0.75"],
+    "step_size_1": ["--step-size", "1"],
+    "bf16": ["--cpu-path", "openvino_bf16"],
+    "bf16_step_size_1": ["--cpu-path", "openvino_bf16", "--step-size", "1"],
+}
+TTA_LEVERS = ["--mirror-axes", "1", "2"]  # in-plane mirroring only: 4 forwards per tile instead of 8
+MIRROR_LEVERS = {"mirror_axes_1_2": TTA_LEVERS, "mirror_axes_2": ["--mirror-axes", "2"]}  # against full mirroring
+# ... and those the speed settings switch on
+SPEED_LEVERS = LEVERS["bf16_step_size_1"]
 IMAGE_ENDINGS = (".nrrd", ".nii.gz", ".nii", ".mha", ".mhd")
 # runs the command given after it and writes its wall clock and the largest resident high-water of its processes;
 # a fresh interpreter, so that no peak of the benchmark's own process is carried into the command's
@@ -62,12 +85,15 @@ def parse_args(argv=None):
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--images", help="folder of real-size CT volumes to predict (one per file) instead of the "
                                          "pyradiomics lung CTs")
-    parser.add_argument("--settings", choices=[*SETTINGS, "both"], help="default: both (--tiny: fold0)")
+    parser.add_argument("--settings", choices=SETTINGS, nargs="+", help="default: all (--tiny: fold0)")
+    parser.add_argument("--train-iterations", type=int,
+                        help="iterations of nnU-Net's training loop for fold 0 (default 250, --tiny 4)")
     args = parser.parse_args(argv)
     if args.device != "cpu":
         raise SystemExit("this benchmark measures CPU prediction: --device cpu")
-    args.settings = [args.settings] if args.settings in SETTINGS else \
-        ["fold0"] if args.tiny and args.settings is None else list(SETTINGS)
+    args.settings = args.settings or (["fold0"] if args.tiny else list(SETTINGS))
+    if args.train_iterations is None:
+        args.train_iterations = 4 if args.tiny else 250
     return args
 
 
@@ -153,15 +179,33 @@ def raw_dataset(scans: list) -> str:
     return name
 
 
-def model(dataset: str, trainer: str, folds) -> Path:
-    """``folds`` of ``trainer`` (untrained, nnU-Net's ``save_checkpoint``) in the results tree, written once."""
+def model(dataset: str, trainer: str, folds, iterations: int) -> Path:
+    """``folds`` of ``trainer`` in the results tree, written once: fold 0 trained for ``iterations``
+    (``train_fold0``), the others untrained (nnU-Net's ``save_checkpoint``)."""
     import torch
     folder = Path(os.environ["nnUNet_results"], dataset, f"{trainer}__{PLANS}__{CONFIGURATION}")
+    record = folder / "fold_0" / "benchmark_training.json"
+    if not record.is_file() or json.loads(record.read_text()) != {"iterations": iterations}:
+        train_fold0(common.make_trainer(trainer, dataset, PLANS, torch.device("cpu"), fold=0), iterations)
+        record.write_text(json.dumps({"iterations": iterations}))
     for fold in folds:
         if not (folder / f"fold_{fold}" / "checkpoint_final.pth").is_file():
             common.write_untrained_checkpoint(common.make_trainer(trainer, dataset, PLANS, torch.device("cpu"),
                                                                   fold=fold))
     return folder
+
+
+def train_fold0(trainer, iterations: int) -> None:
+    """nnU-Net's training loop (``run_training``: augmentation, the trainer's loss and optimiser, the validation
+    iterations, ``checkpoint_final.pth`` at the end) for ``iterations`` in epochs of up to 50, without nnU-Net's
+    final validation, which predicts the validation cases (``levers`` does that, lever by lever)."""
+    per_epoch = min(50, iterations)
+    common.log(f"[real_ct] training {type(trainer).__name__} fold 0 for {iterations} iterations ...")
+    trainer.num_iterations_per_epoch = per_epoch
+    trainer.num_epochs = -(-iterations // per_epoch)
+    trainer.num_val_iterations_per_epoch = 2
+    with common.environment(nnUNet_n_proc_DA=os.environ.get("nnUNet_n_proc_DA", "2")), common.quiet():
+        trainer.run_training()
 
 
 # measurements ----------------------------------------------------------------------------------------------
@@ -236,40 +280,95 @@ def segmentations(folder: Path, ending: str) -> dict:
     return {p.name: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted(folder.glob("*" + ending))}
 
 
-def measure_setting(setting: str, dataset: str, trainer: str, images: Path, scans: int, gflops: float,
-                    root: Path) -> dict:
+def predict_command(images: Path, trainer: str, folds, tta: bool, *flags: str) -> list:
+    """``teachformer predict --device cpu`` of ``folds`` on ``images`` with ``flags``."""
+    return [executable("teachformer"), "predict", "-i", str(images), "-d", str(DATASET_ID), "-tr", trainer, "-p",
+            PLANS, "-c", CONFIGURATION, "-f", *map(str, folds), "--device", "cpu", "--overwrite",
+            *([] if tta else ["--disable-tta"]), *flags]
+
+
+def run_labelled(label: str, command: list, out_root: Path, scans: int, gflops: float) -> dict:
+    """``command`` run (``run``) writing into ``out_root / label / pred``, with its seconds per scan and GFLOP/s."""
+    out = out_root / label
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "pred").mkdir(parents=True)
+    command = command + ["-o", str(out / "pred")]
+    if Path(command[0]).name == "teachformer":
+        command += ["--stage-times", str(out / "stages.json")]
+    common.log(f"[real_ct] {out_root.name}: {label} ...")
+    result = run(command, out)
+    result["seconds_per_scan"] = result["wall_s"] / scans
+    forwards = result.get("stages", {}).get("forwards")
+    result["gflops_per_s"] = gflops * result["tile_forwards"] / forwards if forwards else None
+    return result
+
+
+def measure_setting(setting: str, trainer: str, images: Path, scans: int, gflops: float, root: Path) -> dict:
     folds, tta = SETTINGS[setting]
-    fold_args = [str(f) for f in folds]
-    common_args = ["-d", str(DATASET_ID), "-tr", trainer, "-p", PLANS, "-c", CONFIGURATION, "-f", *fold_args]
-    commands = {
-        "teachformer": [executable("teachformer"), "predict", "-i", str(images), *common_args, "--device", "cpu",
-                        "--overwrite"] + ([] if tta else ["--disable-tta"]),
-        "teachformer_nnunet_path": [executable("teachformer"), "predict", "-i", str(images), *common_args,
-                                    "--device", "cpu", "--cpu-path", "nnunet", "--overwrite"]
-                                   + ([] if tta else ["--disable-tta"]),
-        "nnUNetv2_predict": [executable("nnUNetv2_predict"), "-i", str(images), *common_args, "-device", "cpu"]
-                            + ([] if tta else ["--disable_tta"]),
-    }
-    runs = {}
-    for label, command in commands.items():
-        out = root / setting / label
-        shutil.rmtree(out, ignore_errors=True)
-        (out / "pred").mkdir(parents=True)
-        command = command + ["-o", str(out / "pred")]
-        if label.startswith("teachformer"):
-            command += ["--stage-times", str(out / "stages.json")]
-        common.log(f"[real_ct] {setting}: {label} ...")
-        result = run(command, out)
-        result["seconds_per_scan"] = result["wall_s"] / scans
-        forwards = result.get("stages", {}).get("forwards")
-        result["gflops_per_s"] = gflops * result["tile_forwards"] / forwards if forwards else None
-        runs[label] = result
-    reference = segmentations(root / setting / "nnUNetv2_predict" / "pred", ".nii.gz")
-    for label in ("teachformer", "teachformer_nnunet_path"):
-        got = segmentations(root / setting / label / "pred", ".nii.gz")
-        runs[label]["voxels_equal_to_nnUNetv2_predict"] = float(
-            sum((got[n] == reference[n]).sum() for n in reference) / sum(a.size for a in reference.values()))
-    return {"folds": list(folds), "tta": tta, "runs": runs}
+    commands = {"teachformer_levers": predict_command(images, trainer, folds, tta, *SPEED_LEVERS,
+                                                      *(TTA_LEVERS if tta else []))}
+    if setting == "fold0":
+        shutil.rmtree(os.environ[MEMORY_ENV], ignore_errors=True)  # the first call measures the paths ...
+        commands = {
+            "teachformer": predict_command(images, trainer, folds, tta),
+            "teachformer_remembered": predict_command(images, trainer, folds, tta),  # ... the next ones do not
+            "teachformer_nnunet_path": predict_command(images, trainer, folds, tta, "--cpu-path", "nnunet"),
+            "nnUNetv2_predict": [executable("nnUNetv2_predict"), "-i", str(images), "-d", str(DATASET_ID), "-tr",
+                                 trainer, "-p", PLANS, "-c", CONFIGURATION, "-f", *map(str, folds), "-device", "cpu",
+                                 "--disable_tta"],
+            **commands}
+    runs = {label: run_labelled(label, command, root / setting, scans, gflops) for label, command in commands.items()}
+    if "nnUNetv2_predict" in runs:
+        reference = segmentations(root / setting / "nnUNetv2_predict" / "pred", ".nii.gz")
+        for label in runs:
+            got = segmentations(root / setting / label / "pred", ".nii.gz")
+            runs[label]["voxels_equal_to_nnUNetv2_predict"] = float(
+                sum((got[n] == reference[n]).sum() for n in reference) / sum(a.size for a in reference.values()))
+    return {"folds": list(folds), "tta": tta, "runs": runs,
+            "levers": " ".join(SPEED_LEVERS + (TTA_LEVERS if tta else []))}
+
+
+def dice(a, b) -> float:
+    """Dice of the foreground (every label > 0) of two segmentations; 1 where both are empty."""
+    a, b = a > 0, b > 0
+    total = int(a.sum() + b.sum())
+    return 2 * int((a & b).sum()) / total if total else 1.0
+
+
+def measure_levers(dataset: str, trainer: str, gflops: float, root: Path) -> dict:
+    """Each inexact lever against the exact prediction, on fold 0's validation cases: seconds, Dice of the two
+    segmentations, voxels that differ, and each one's Dice against the labels (mean over the cases); without
+    mirroring for ``LEVERS``, with it for ``MIRROR_LEVERS`` (against full mirroring)."""
+    raw = Path(os.environ["nnUNet_raw"], dataset)
+    splits = json.loads(Path(os.environ["nnUNet_preprocessed"], dataset, "splits_final.json").read_text())
+    cases = sorted(splits[0]["val"])
+    images = root / "levers" / "images"
+    shutil.rmtree(images, ignore_errors=True)
+    images.mkdir(parents=True)
+    for case in cases:
+        shutil.copy(raw / "imagesTr" / f"{case}_0000.nii.gz", images)
+    labels = {f"{c}.nii.gz": segmentations(raw / "labelsTr", f"{c}.nii.gz")[f"{c}.nii.gz"] for c in cases}
+    results = {}
+    for tta, levers in ((False, LEVERS), (True, MIRROR_LEVERS)):
+        exact_label = "exact_tta" if tta else "exact"
+        runs = {exact_label: run_labelled(exact_label, predict_command(images, trainer, (0,), tta),
+                                          root / "levers", len(cases), gflops)}
+        runs.update({label: run_labelled(label, predict_command(images, trainer, (0,), tta, *flags), root / "levers",
+                                         len(cases), gflops) for label, flags in levers.items()})
+        exact = segmentations(root / "levers" / exact_label / "pred", ".nii.gz")
+        for label, result in runs.items():
+            got = segmentations(root / "levers" / label / "pred", ".nii.gz")
+            result.update(
+                flags=" ".join(levers.get(label, [])), mirroring=tta, reference=exact_label,
+                dice_to_exact=sum(dice(got[n], exact[n]) for n in exact) / len(exact),
+                voxels_differing=float(sum((got[n] != exact[n]).sum() for n in exact)
+                                       / sum(a.size for a in exact.values())),
+                dice_to_labels=sum(dice(got[n], labels[n]) for n in exact) / len(exact))
+            result["dice_to_labels_change"] = result["dice_to_labels"] - runs[exact_label].get(
+                "dice_to_labels", result["dice_to_labels"])
+            result["speedup_vs_exact"] = runs[exact_label]["wall_s"] / result["wall_s"]
+        results.update(runs)
+    return {"cases": cases, "runs": results}
 
 
 # report ----------------------------------------------------------------------------------------------------
@@ -286,14 +385,27 @@ def print_setting(setting: str, result: dict, scans: int, components_per_scan: d
     rows.append(["forwards GFLOP/s"] + [f"{runs[k]['gflops_per_s']:.1f}" if runs[k]["gflops_per_s"] else None
                                         for k in labels])
     rows.append(["peak resident MB"] + [f"{runs[k]['peak_resident_bytes'] / 2 ** 20:.0f}" for k in labels])
-    rows.append(["CPU path"] + [runs[k]["cpu_path"] or ("nnunet" if k != "teachformer" else None) for k in labels])
-    rows.append(["voxels = nnUNetv2_predict"] + [f"{runs[k]['voxels_equal_to_nnUNetv2_predict']:.6f}"
-                                                 if k != "nnUNetv2_predict" else None for k in labels])
+    rows.append(["CPU path"] + [runs[k]["cpu_path"] or "nnunet" for k in labels])
+    if "nnUNetv2_predict" in runs:
+        rows.append(["voxels = nnUNetv2_predict"] + [f"{runs[k]['voxels_equal_to_nnUNetv2_predict']:.6f}"
+                                                     if k != "nnUNetv2_predict" else None for k in labels])
     folds, tta = result["folds"], "on" if result["tta"] else "off"
-    print(f"\n### {setting}: folds {' '.join(map(str, folds))}, mirroring {tta}, {scans} scan(s)\n")
+    print(f"\n### {setting}: folds {' '.join(map(str, folds))}, mirroring {tta}, {scans} scan(s); "
+          f"teachformer_levers: {result['levers']}\n")
     print(common.table(["", *labels], rows))
     print("\nIn the workers, CPU s per scan measured alone: " +
           ", ".join(f"{k} {v:.2f}" for k, v in components_per_scan.items()))
+
+
+def print_levers(result: dict) -> None:
+    headers = ["run", "flags", "mirroring", "wall s per case", "forwards s", "x exact", "Dice to exact",
+               "voxels differing", "Dice to labels", "change"]
+    rows = [[label, r["flags"] or "(defaults)", "on" if r["mirroring"] else "off",
+             f"{r['seconds_per_scan']:.1f}", f"{r['stages']['forwards']:.1f}", f"{r['speedup_vs_exact']:.2f}",
+             f"{r['dice_to_exact']:.4f}", f"{100 * r['voxels_differing']:.3f} %", f"{r['dice_to_labels']:.4f}",
+             f"{r['dice_to_labels_change']:+.4f}"] for label, r in result["runs"].items()]
+    print(f"\n### levers: fold 0 (trained), its validation cases {', '.join(result['cases'])}\n")
+    print(common.table(headers, rows))
 
 
 def main(argv=None) -> int:
@@ -305,7 +417,7 @@ def main(argv=None) -> int:
 
     info = common.machine("cpu")
     trainer = "HDenseFormerLightTrainer" + ("_tiny" if args.tiny else "")
-    with common.workspace(args.workdir) as root:
+    with common.workspace(args.workdir) as root, common.environment(**{MEMORY_ENV: str(root / "path_memory")}):
         if args.images:
             scans = sorted(p for p in Path(args.images).iterdir() if p.name.lower().endswith(IMAGE_ENDINGS))
             if not scans:
@@ -315,7 +427,8 @@ def main(argv=None) -> int:
         dataset = raw_dataset(scans)
         common.log("[real_ct] teachformer plan (TeachFormerPlans) ...")
         common.plan(DATASET_ID, [PLANS])
-        folder = model(dataset, trainer, sorted({f for s in args.settings for f in SETTINGS[s][0]}))
+        folder = model(dataset, trainer, sorted({f for s in args.settings for f in SETTINGS[s][0]}),
+                       args.train_iterations)
         images = Path(os.environ["nnUNet_raw"], dataset, "imagesTs")
         cases = [[str(p)] for p in sorted(images.glob("*_0000.nii.gz"))]
         with common.quiet():
@@ -325,25 +438,45 @@ def main(argv=None) -> int:
         payload = {"benchmark": "real_ct_prediction", "machine": info,
                    "settings": {"trainer": trainer, "plans": PLANS, "configuration": CONFIGURATION,
                                 "patch_size": list(complexity.patch_size), "gflops_per_tile": complexity.gflops,
-                                "scans": [str(p) for p in scans], "weights": "untrained (cost does not depend on "
-                                "the values)", "stages": dict(STAGES, startup="process start to the predict "
+                                "scans": [str(p) for p in scans], "weights": f"fold 0 trained for "
+                                f"{args.train_iterations} iterations, the others untrained (cost does not depend on "
+                                f"the values)", "speed_levers": SPEED_LEVERS, "tta_levers": TTA_LEVERS, "stages": dict(STAGES, startup="process start to the predict "
                                 "command", exit="predict command's end to process exit")},
                    "components_s_per_scan": per_scan, "settings_results": {}}
         for setting in args.settings:
-            result = measure_setting(setting, dataset, trainer, images, len(cases), complexity.gflops,
-                                     root / "real_ct_runs")
+            if setting == "levers":
+                payload["levers"] = measure_levers(dataset, trainer, complexity.gflops, root / "real_ct_runs")
+                print_levers(payload["levers"])
+                continue
+            result = measure_setting(setting, trainer, images, len(cases), complexity.gflops, root / "real_ct_runs")
             payload["settings_results"][setting] = result
             print_setting(setting, result, len(cases), per_scan)
-    first = payload["settings_results"][args.settings[0]]["runs"]
-    payload.update(teachformer_s_per_scan=first["teachformer"]["seconds_per_scan"],
-                   nnunet_s_per_scan=first["nnUNetv2_predict"]["seconds_per_scan"],
-                   speedup_vs_nnunetv2_predict=first["nnUNetv2_predict"]["wall_s"] / first["teachformer"]["wall_s"])
+    summary = []
+    fold0 = payload["settings_results"].get("fold0", {}).get("runs")
+    if fold0:
+        nnunet = fold0["nnUNetv2_predict"]["wall_s"]
+        payload.update(teachformer_s_per_scan=fold0["teachformer"]["seconds_per_scan"],
+                       nnunet_s_per_scan=fold0["nnUNetv2_predict"]["seconds_per_scan"],
+                       speedup_vs_nnunetv2_predict=nnunet / fold0["teachformer"]["wall_s"],
+                       teachformer_levers_s_per_scan=fold0["teachformer_levers"]["seconds_per_scan"],
+                       speedup_with_levers_vs_nnunetv2_predict=nnunet / fold0["teachformer_levers"]["wall_s"])
+        outside = fold0["teachformer"]["wall_s"] - fold0["teachformer"]["stages"]["forwards"]
+        summary.append(f"fold 0: teachformer {payload['teachformer_s_per_scan']:.1f} s per scan (path "
+                       f"{fold0['teachformer']['cpu_path']}, {outside:.1f} s outside the forwards), nnUNetv2_predict "
+                       f"{payload['nnunet_s_per_scan']:.1f}, speedup {payload['speedup_vs_nnunetv2_predict']:.2f}; "
+                       f"with levers {payload['teachformer_levers_s_per_scan']:.1f} s per scan, speedup "
+                       f"{payload['speedup_with_levers_vs_nnunetv2_predict']:.2f}")
+    folds5 = payload["settings_results"].get("folds5_tta", {}).get("runs")
+    if folds5:
+        payload["folds5_tta_with_levers_s_per_scan"] = folds5["teachformer_levers"]["seconds_per_scan"]
+        summary.append(f"five folds with mirroring and levers {payload['folds5_tta_with_levers_s_per_scan']:.1f} s "
+                       f"per scan")
+    if "levers" in payload:
+        summary.append("levers' Dice to exact " + ", ".join(
+            f"{label} {r['dice_to_exact']:.4f}" for label, r in payload["levers"]["runs"].items()
+            if not label.startswith("exact")))
     common.write_json(args.json, payload)
-    outside = first["teachformer"]["wall_s"] - first["teachformer"]["stages"]["forwards"]
-    print(f"\nSUMMARY real_ct_prediction ({args.settings[0]}, {len(cases)} scan(s), path "
-          f"{first['teachformer']['cpu_path']}): teachformer {payload['teachformer_s_per_scan']:.1f} s per scan, "
-          f"nnUNetv2_predict {payload['nnunet_s_per_scan']:.1f} s per scan, speedup "
-          f"{payload['speedup_vs_nnunetv2_predict']:.2f}; teachformer outside the forwards {outside:.1f} s")
+    print(f"\nSUMMARY real_ct_prediction ({len(cases)} scan(s)): " + "; ".join(summary))
     return 0
 
 
