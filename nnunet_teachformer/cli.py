@@ -241,8 +241,9 @@ def _predict_parser(sub):
                    help=f"tile step as a fraction of the tile (nnU-Net's, default {DEFAULT_STEP_SIZE}: exact). "
                         + LEVER_COSTS["step_size"])
     p.add_argument("--mirror-axes", type=int, nargs="+", metavar="AXIS",
-                   help="--device cpu with mirroring: mirror along these of the model's axes only (default: all it "
-                        "allows, nnU-Net's). " + LEVER_COSTS["mirror_axes"])
+                   help="--device cpu with mirroring: mirror along these of the model's axes only (nnU-Net's spatial "
+                        "axes after its transpose, 0 1 2; default: all it allows, as nnU-Net). "
+                        + LEVER_COSTS["mirror_axes"])
     p.add_argument("--no-postprocessing", action="store_true",
                    help="skip the connected-component postprocessing that nnUNetv2_find_best_configuration chose for "
                         "this model and folds (applied by default where its postprocessing.pkl exists)")
@@ -438,7 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
 FOLDS_HELP = "folds: numbers and/or all (nnU-Net's model trained on every case)"
 # our flag -> nnU-Net's spelling of the same flag, also accepted (hidden from the help)
 NNUNET_SPELLINGS = {"--device": "-device", "--disable-tta": "--disable_tta", "--save-probabilities":
-                    "--save_probabilities", "--checkpoint": "-chk", "--gpu-memory": "-gpu_memory_target", "--step-size": "-step_size"}
+                    "--save_probabilities", "--checkpoint": "-chk", "--gpu-memory": "-gpu_memory_target",
+                    "--step-size": "-step_size"}
 
 
 def _add_nnunet_spellings(parser: argparse.ArgumentParser) -> None:

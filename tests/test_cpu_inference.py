@@ -233,6 +233,8 @@ def test_the_choice_is_measured_once_per_model_and_machine(trained, predictor, t
     again = remembered_or_chosen_cpu_path(predictor, forwards=1000, checkpoint=checkpoint)
     assert again.path == first.path and again.seconds_per_tile == first.seconds_per_tile
     assert "as remembered in" in again.summary()
+    assert predictor.stage_times.builds == []  # built when the prediction starts, beside nnU-Net's workers
+    predictor.network.load_state_dict(predictor.list_of_parameters[0])
     assert predictor.stage_times.builds == ([first.path.engine] if first.path.built_per_fold else [])
     assert len(measuring_builds) > len(predictor.stage_times.builds)
     few = remembered_or_chosen_cpu_path(predictor, forwards=0, checkpoint=checkpoint)  # no forwards: no build pays
@@ -240,6 +242,26 @@ def test_the_choice_is_measured_once_per_model_and_machine(trained, predictor, t
     checkpoint.write_bytes(checkpoint.read_bytes())  # a new checkpoint (its modification time)
     os.utime(checkpoint, ns=(checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns + 10 ** 9))
     assert "measured now" in remembered_or_chosen_cpu_path(predictor, forwards=1000, checkpoint=checkpoint).summary()
+
+
+def test_a_path_asked_for_is_built_while_nnunets_workers_preprocess_the_first_case(predictor, monkeypatch):
+    use_path(predictor, CPU_PATHS["frozen"], load=False)
+    preprocessing = threading.Event()
+    build = predictor.network._build
+
+    def overlapping_build():
+        assert preprocessing.wait(timeout=30), "the build waited for nothing: it did not overlap the preprocessing"
+        return build()
+
+    def cases():  # nnU-Net's iterator: its workers start on the first next()
+        preprocessing.set()
+        yield "case 1"
+        yield "case 2"
+
+    monkeypatch.setattr(predictor.network, "_build", overlapping_build)
+    assert list(predictor._waited_for(cases())) == ["case 1", "case 2"]
+    assert not predictor.network.needs_build(predictor.list_of_parameters[0])
+    assert list(predictor._waited_for(iter(["case 3"]))) == ["case 3"]  # built: the next call just waits
 
 
 def test_nothing_to_predict_pays_for_no_build(predictor):

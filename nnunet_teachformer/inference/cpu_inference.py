@@ -76,6 +76,10 @@ class PathNetwork(nn.Module):
                 self.times.builds.append(self.path.engine)
             return result
 
+    def needs_build(self, state_dict) -> bool:
+        """Whether loading ``state_dict`` (one fold's weights, as nnU-Net passes them) builds the network first."""
+        return self.path.built_per_fold and id(state_dict) not in self._built
+
     def take_builds(self, other: "PathNetwork") -> None:
         """Takes over what ``other`` built for each fold's weights instead of building it again: the same function
         (a path of the same engine and layout, e.g. ``frozen``'s traces for ``tile_per_core``)."""
@@ -157,7 +161,19 @@ class CpuPredictor(nnUNetPredictor):
         return self._waited_for(super()._internal_get_data_iterator_from_lists_of_filenames(*args, **kwargs))
 
     def _waited_for(self, cases):
-        """nnU-Net's preprocessed cases, the wait for each timed (its workers start on the first)."""
+        """nnU-Net's preprocessed cases, the wait for each timed. Its workers start on the first case; while they
+        start and preprocess it, the first fold's network is built here where its path builds one and nothing has
+        built it yet (a path asked for, or remembered by ``path_memory``), instead of before them."""
+        first_fold = self.list_of_parameters[0]
+        if isinstance(self.network, PathNetwork) and self.network.needs_build(first_fold):
+            with ThreadPoolExecutor(1) as pool:
+                first = pool.submit(next, cases, None)
+                self.network.load_state_dict(first_fold)  # timed as "build"
+                with self.stage_times.stage("preprocessing_wait"):
+                    case = first.result()
+            if case is None:
+                return
+            yield case
         while True:
             with self.stage_times.stage("preprocessing_wait"):
                 case = next(cases, None)
@@ -232,9 +248,11 @@ def _in_inference_mode(function):
     return run
 
 
-def use_path(predictor: CpuPredictor, path: CpuPath, built: Optional[PathNetwork] = None) -> None:
+def use_path(predictor: CpuPredictor, path: CpuPath, built: Optional[PathNetwork] = None, load: bool = True) -> None:
     """Makes ``predictor`` (an initialised ``CpuPredictor``) run its network along ``path``, with what ``built`` (a
-    ``PathNetwork`` of the same engine and layout) has built for its folds already (``PathNetwork.take_builds``)."""
+    ``PathNetwork`` of the same engine and layout) has built for its folds already (``PathNetwork.take_builds``).
+    ``load``: the first fold's weights loaded now (and the network built for them); else when nnU-Net loads them,
+    or while its workers preprocess the first case (``CpuPredictor``)."""
     if path.threaded_tiles and not isinstance(predictor, CpuPredictor):
         raise TypeError(f"the {path.name} path needs a CpuPredictor, not {type(predictor).__name__}")
     network = predictor.network.network if isinstance(predictor.network, PathNetwork) else predictor.network
@@ -246,7 +264,8 @@ def use_path(predictor: CpuPredictor, path: CpuPath, built: Optional[PathNetwork
         if built is not None:
             predictor.network.take_builds(built)
     predictor.cpu_path = path
-    predictor.network.load_state_dict(predictor.list_of_parameters[0])  # the dict nnU-Net loads for the first fold
+    if load:
+        predictor.network.load_state_dict(predictor.list_of_parameters[0])  # the dict nnU-Net loads for fold 1
 
 
 def _forward_tiles(network: nn.Module, patch: torch.Tensor, path: CpuPath) -> torch.Tensor:
@@ -307,8 +326,8 @@ def choose_cpu_path(predictor: CpuPredictor, forwards: int, tolerance: float = D
 def remembered_or_chosen_cpu_path(predictor: CpuPredictor, forwards: int, checkpoint: Path,
                                   tolerance: float = DEFAULT_TOLERANCE) -> PathChoice:
     """``choose_cpu_path``, measured once per model fold and machine: the measurements that ``path_memory`` kept for
-    the same first fold's ``checkpoint``, plans, patch, machine and software are reused (no path measured, only
-    the chosen one built); otherwise measured now and kept."""
+    the same first fold's ``checkpoint``, plans, patch, machine and software are reused (no path measured; only
+    the chosen one is built, when the prediction starts); otherwise measured now and kept."""
     patch = _example_patch(predictor)
     plans = checkpoint.parent.parent / "plans.json"
     candidates = [name for name, path in CPU_PATHS.items() if path.exact]
@@ -325,7 +344,7 @@ def remembered_or_chosen_cpu_path(predictor: CpuPredictor, forwards: int, checkp
                         measured["left_out"], remembered=f"measured {measured['measured_at']} as remembered in "
                                                          f"{path_memory.memory_file()} (delete it to measure again)")
     choice.path = choice.fastest_exact()
-    use_path(predictor, choice.path)
+    use_path(predictor, choice.path, load=False)  # built while nnU-Net's workers preprocess the first case
     return choice
 
 
@@ -411,7 +430,7 @@ def predict_on_cpu(model_folder: Path, folds, checkpoint: str, input_folder: str
             log(remembered_or_chosen_cpu_path(predictor, tile_forwards(predictor, cases) * len(folds), first_fold,
                                               tolerance).summary())
     else:
-        use_path(predictor, CPU_PATHS[path])
+        use_path(predictor, CPU_PATHS[path], load=False)  # built while nnU-Net's workers preprocess the first case
         log(f"CPU path: {path} ({CPU_PATHS[path].description}), as asked")
         if CPU_PATHS[path].precision == "bf16":
             from nnunet_teachformer.inference.openvino_engine import cpu_has_bfloat16

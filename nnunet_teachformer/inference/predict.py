@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from nnunet_teachformer.errors import TeachFormerError
+from nnunet_teachformer.inference.cpu_paths import DEFAULT_STEP_SIZE
 from nnunet_teachformer.nnunet_paths import (Fold, check_folds, check_not_raw_data, model_folder, refuse_replacing,
                                              resolve_dataset, train_command, trained_folds)
 
@@ -161,7 +162,7 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
             plans: str = "TeachFormerPlans", configuration: str = "3d_fullres", device: str = "cuda",
             save_probabilities: bool = False, checkpoint: str = "checkpoint_final.pth", tta: bool = True,
             processes: Optional[int] = None, cpu_path: str = "auto", postprocessing: bool = True,
-            overwrite: bool = False, stage_times: Optional[str] = None, step_size: float = 0.5,
+            overwrite: bool = False, stage_times: Optional[str] = None, step_size: float = DEFAULT_STEP_SIZE,
             mirror_axes: Optional[Sequence[int]] = None) -> None:
     """Predicts with ``trainer``'s ensemble of ``folds`` after checking the checkpoints and the input folder against
     the model: ``nnUNetv2_predict`` on a GPU; on the CPU nnU-Net's predictor in this process along ``cpu_path``
