@@ -215,6 +215,11 @@ def _predict(a):
             stage_times=a.stage_times, step_size=a.step_size, mirror_axes=a.mirror_axes)
 
 
+def _percent(text: str) -> str:
+    """``text`` in an argparse help string, which %-formats it."""
+    return text.replace("%", "%%")
+
+
 def _predict_parser(sub):
     p = sub.add_parser("predict", help="predict with the distilled student's fold ensemble (nnUNetv2_predict)")
     p.add_argument("-i", "--input", required=True, help="folder of images named CASE_XXXX.nii.gz")
@@ -235,15 +240,15 @@ def _predict_parser(sub):
     p.add_argument("--cpu-path", choices=["auto", *CPU_PATHS], default="auto",
                    help="--device cpu: how the network runs; auto (default) measures each exact way on the model and "
                         "takes the one that finishes first (a once-per-fold build included) among those whose logits "
-                        "equal nnU-Net's own (nnunet) within 1e-3, and says which. openvino_bf16 is not exact: "
-                        + LEVER_COSTS["openvino_bf16"])
+                        "equal nnU-Net's own (nnunet) within 1e-3, and says which; once per model and machine (the "
+                        "measurements are remembered). openvino_bf16 is not exact: " + _percent(LEVER_COSTS["openvino_bf16"]))
     p.add_argument("--step-size", type=float, default=DEFAULT_STEP_SIZE,
                    help=f"tile step as a fraction of the tile (nnU-Net's, default {DEFAULT_STEP_SIZE}: exact). "
-                        + LEVER_COSTS["step_size"])
+                        + _percent(LEVER_COSTS["step_size"]))
     p.add_argument("--mirror-axes", type=int, nargs="+", metavar="AXIS",
                    help="--device cpu with mirroring: mirror along these of the model's axes only (nnU-Net's spatial "
                         "axes after its transpose, 0 1 2; default: all it allows, as nnU-Net). "
-                        + LEVER_COSTS["mirror_axes"])
+                        + _percent(LEVER_COSTS["mirror_axes"]))
     p.add_argument("--no-postprocessing", action="store_true",
                    help="skip the connected-component postprocessing that nnUNetv2_find_best_configuration chose for "
                         "this model and folds (applied by default where its postprocessing.pkl exists)")

@@ -179,15 +179,17 @@ def test_stage_times_cover_the_prediction_and_count_every_forward(trained, phant
     assert len(list(tmp_path.glob("*.nii.gz"))) == len(cases)
 
 
-def test_bfloat16_is_close_to_nnunets_logits_but_not_within_the_tolerance(predictor, volume, expected):
+def test_bfloat16_is_close_to_nnunets_logits(predictor, volume, expected):
     """openvino_bf16, the inexact lever: OpenVINO compiled in bfloat16 where the CPU has it; its segmentation
-    mostly nnU-Net's, its logits off by bfloat16's rounding (8 bits of mantissa), not by float32's."""
+    mostly nnU-Net's, a tile's logits off by bfloat16's rounding (8 bits of mantissa), not float32's."""
     use_path(predictor, CPU_PATHS["openvino_bf16"])
     got = predictor.predict_logits_from_preprocessed_data(volume).float()
-    reference = expected[0]
-    assert got.shape == reference.shape
-    assert (got.argmax(0) == reference.argmax(0)).float().mean() >= 0.95
-    assert (got - reference).abs().max() <= 0.1 * reference.abs().max()
+    assert got.shape == expected[0].shape
+    assert (got.argmax(0) == expected[0].argmax(0)).float().mean() >= 0.95
+    patch = torch.randn((1, 2, *predictor.configuration_manager.patch_size), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        tile, float32 = predictor.network(patch), predictor.network.network(patch)
+    assert (tile - float32).abs().max() <= 0.1 * float32.abs().max()
     compiled = next(iter(predictor.network._built.values())).compiled
     import openvino as ov
     has_bf16 = cpu_has_bfloat16()

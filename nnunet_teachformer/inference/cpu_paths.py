@@ -44,10 +44,13 @@ CPU_PATHS: Dict[str, CpuPath] = {p.name: p for p in (
 )}
 
 # What each inexact lever of `teachformer predict` cost on a trained student (benchmarks/README.md,
-# real_ct_levers.py): printed in --help, so that whoever takes one knows the price.
+# real_ct_prediction.py --settings levers: H-DenseFormer Light, bone on two held-out 512 x 512 x 61 CTs, AMD EPYC
+# with AVX512-BF16): printed in --help, so that whoever takes one knows the price.
 LEVER_COSTS: Dict[str, str] = {
-    "openvino_bf16": "MEASURED",
-    "step_size": "MEASURED",
+    "openvino_bf16": "measured forwards 1.6x faster than openvino, Dice 0.998 to the exact segmentation (0.009 % "
+                     "of voxels differ), Dice to the labels +0.001",
+    "step_size": "Measured: 0.75 made the forwards 1.6x faster, Dice 0.978 to the exact segmentation (0.08 % of "
+                 "voxels differ), Dice to the labels -0.002; 1 (no overlap) 3.3x faster, Dice 0.963 (0.13 %), -0.005",
     "mirror_axes": "MEASURED",
 }
 
