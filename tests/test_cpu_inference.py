@@ -11,9 +11,10 @@ import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 from nnunet_teachformer.inference import path_memory
-from nnunet_teachformer.inference.cpu_inference import (CpuPredictor, PathNetwork, choose_cpu_path, predict_on_cpu,
-                                                        remembered_or_chosen_cpu_path, sliding_window_weights,
+from nnunet_teachformer.inference.cpu_inference import (CpuPredictor, PathNetwork, sliding_window_weights,
                                                         tile_forwards, use_path)
+from nnunet_teachformer.inference.path_choice import choose_cpu_path, remembered_or_chosen_cpu_path
+from nnunet_teachformer.inference.predict import predict_on_cpu
 from nnunet_teachformer.inference.cpu_paths import CPU_PATHS, DEFAULT_TOLERANCE, float16_sums_bound
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.inference.openvino_engine import OpenVinoNetwork, cpu_has_bfloat16

@@ -17,17 +17,15 @@ weighting and accumulation as they are:
   last one's logits are summed. OpenVINO is the ``cpu`` extra: where it is not installed, auto leaves this path
   out and says so.
 
-``choose_cpu_path`` measures each path on the model's own weights and patch, keeps those whose logits stay
+``path_choice`` measures each exact path on the model's own weights and patch, keeps those whose logits stay
 within ``tolerance`` of nnU-Net's own path, and takes the one that finishes the prediction at hand first (the
-once-per-fold build included). bfloat16 and onnxruntime are measured by benchmarks/inference.py but are not
-paths: bfloat16 changes the logits by far more than rounding, and onnxruntime is slower than ``openvino``.
+once-per-fold build included). ``openvino_bf16`` (OpenVINO in bfloat16) is not exact: it runs only when asked
+for, as do the inexact tile step and mirror axes of ``predict_on_cpu``. onnxruntime is measured by
+benchmarks/inference.py but is not a path: it is slower than ``openvino``.
 """
-import ctypes
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
@@ -38,8 +36,7 @@ from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compu
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from torch import nn
 
-from nnunet_teachformer.inference import path_memory
-from nnunet_teachformer.inference.cpu_paths import CPU_PATHS, DEFAULT_STEP_SIZE, DEFAULT_TOLERANCE, CpuPath
+from nnunet_teachformer.inference.cpu_paths import CPU_PATHS, CpuPath
 from nnunet_teachformer.inference.stage_times import StageTimes
 
 
@@ -83,7 +80,7 @@ class PathNetwork(nn.Module):
     def take_builds(self, other: "PathNetwork") -> None:
         """Takes over what ``other`` built for each fold's weights instead of building it again: the same function
         (a path of the same engine and layout, e.g. ``frozen``'s traces for ``tile_per_core``)."""
-        if _build_kind(other.path) != _build_kind(self.path):
+        if build_kind(other.path) != build_kind(self.path):
             raise ValueError(f"the {self.path.name} path cannot run what the {other.path.name} path built")
         self._built, self.build_seconds = dict(other._built), other.build_seconds
 
@@ -107,42 +104,6 @@ class PathNetwork(nn.Module):
         x = self._layout(x)
         out = self._built[self._weights](x) if self.path.built_per_fold else self.network(x)
         return out.contiguous()
-
-
-@dataclass
-class PathChoice:
-    path: CpuPath
-    seconds_per_tile: Dict[str, float]
-    build_seconds: Dict[str, float]  # once per fold
-    max_abs_difference: Dict[str, float]  # to nnU-Net's own path, float32 logits of one patch
-    forwards: int  # network forwards the prediction at hand needs
-    folds: int
-    tolerance: float
-    left_out: Dict[str, str] = field(default_factory=dict)  # paths that could not run this network, and why
-    remembered: str = ""  # where the measurements came from when they were not taken now (path_memory)
-
-    def expected_seconds(self, name: str) -> float:
-        return self.build_seconds[name] * self.folds + self.seconds_per_tile[name] * self.forwards
-
-    def fastest_exact(self) -> CpuPath:
-        """The path within the tolerance that finishes ``forwards`` over ``folds`` first (nnU-Net's own qualifies)."""
-        exact = ["nnunet"] + [name for name in self.seconds_per_tile
-                              if name != "nnunet" and self.max_abs_difference[name] <= self.tolerance]
-        return CPU_PATHS[min(exact, key=self.expected_seconds)]
-
-    def measurements(self) -> dict:
-        """What was measured (``path_memory`` keeps it), not what depends on the prediction at hand."""
-        return {"seconds_per_tile": self.seconds_per_tile, "build_seconds": self.build_seconds,
-                "max_abs_difference": self.max_abs_difference, "left_out": self.left_out}
-
-    def summary(self) -> str:
-        name = self.path.name
-        return (f"CPU path: {name} ({self.path.description}): {self.seconds_per_tile[name]:.2f} s per tile against "
-                f"{self.seconds_per_tile['nnunet']:.2f} s for nnU-Net's own, about {self.expected_seconds(name):.0f} "
-                f"s instead of {self.expected_seconds('nnunet'):.0f} s for {self.forwards} tile forwards; max |logit "
-                f"difference| {self.max_abs_difference[name]:.1e} (tolerance {self.tolerance:g})"
-                + "".join(f"; {other} left out: {why}" for other, why in self.left_out.items())
-                + (f"; {self.remembered}" if self.remembered else ""))
 
 
 class CpuPredictor(nnUNetPredictor):
@@ -208,9 +169,9 @@ class CpuPredictor(nnUNetPredictor):
         def predict_tile(slicer):
             return self._internal_maybe_mirror_and_predict(data[slicer][None].contiguous())[0]
 
-        pool = _one_core_each(workers)
+        pool = one_core_each(workers)
         try:
-            predictions = pool.map(_in_inference_mode(predict_tile), slicers)
+            predictions = pool.map(in_inference_mode(predict_tile), slicers)
             for slicer in slicers:
                 with self.stage_times.stage("forwards"):  # the tile threads' forwards, as far as they are waited for
                     prediction = next(predictions)
@@ -226,7 +187,7 @@ class CpuPredictor(nnUNetPredictor):
         return predicted_logits
 
 
-def _build_kind(path: CpuPath) -> tuple:
+def build_kind(path: CpuPath) -> tuple:
     """Paths of one kind run the same built function (``PathNetwork.take_builds``)."""
     return path.engine, path.channels_last, path.precision
 
@@ -236,11 +197,11 @@ def tile_workers(path: CpuPath) -> int:
     return torch.get_num_threads() if path.threaded_tiles else 1
 
 
-def _one_core_each(workers: int) -> ThreadPoolExecutor:
+def one_core_each(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
 
 
-def _in_inference_mode(function):
+def in_inference_mode(function):
     """``function`` under inference mode, which is per thread: the pool's threads need their own."""
     def run(*args):
         with torch.inference_mode():
@@ -260,7 +221,7 @@ def use_path(predictor: CpuPredictor, path: CpuPath, built: Optional[PathNetwork
         predictor.network = network.to(memory_format=torch.contiguous_format)
     else:
         times = getattr(predictor, "stage_times", None)  # a plain nnUNetPredictor has none
-        predictor.network = PathNetwork(network, path, _example_patch(predictor), times)
+        predictor.network = PathNetwork(network, path, example_patch(predictor), times)
         if built is not None:
             predictor.network.take_builds(built)
     predictor.cpu_path = path
@@ -268,96 +229,7 @@ def use_path(predictor: CpuPredictor, path: CpuPath, built: Optional[PathNetwork
         predictor.network.load_state_dict(predictor.list_of_parameters[0])  # the dict nnU-Net loads for fold 1
 
 
-def _forward_tiles(network: nn.Module, patch: torch.Tensor, path: CpuPath) -> torch.Tensor:
-    """Runs ``patch`` through ``network`` as ``path`` runs tiles (from one thread per core with ``threaded_tiles``:
-    as many copies as threads) and returns the first copy's output."""
-    workers = tile_workers(path)
-    if workers < 2:
-        with torch.inference_mode():
-            return network(patch)
-    with _one_core_each(workers) as pool:
-        return list(pool.map(_in_inference_mode(network), [patch] * workers))[0]
-
-
-def choose_cpu_path(predictor: CpuPredictor, forwards: int, tolerance: float = DEFAULT_TOLERANCE,
-                    rounds: int = 2) -> PathChoice:
-    """Measures every exact path of ``CPU_PATHS`` on a random patch with the predictor's first fold and makes
-    ``predictor`` use the one whose logits are within ``tolerance`` of nnU-Net's own path and that finishes
-    ``forwards`` tile forwards over the predictor's folds first. nnU-Net's own path always qualifies; a path
-    that cannot run this network (a trace that fails) is left out. What is built for measuring is kept for the
-    paths of the same engine and layout and for the prediction: fold 0's network is built once per engine."""
-    patch = _example_patch(predictor)
-    seconds, build, outputs, left_out = {}, {}, {}, {}
-    built: Dict[tuple, PathNetwork] = {}  # by _build_kind
-    for name, path in CPU_PATHS.items():
-        if not path.exact:
-            continue
-        try:
-            use_path(predictor, path, built.get(_build_kind(path)))
-            network = predictor.network.eval()
-            # warm-up: oneDNN creates its kernels on the first call
-            outputs[name] = _forward_tiles(network, patch, path).float()
-            times = []
-            for _ in range(rounds):
-                start = time.perf_counter()
-                _forward_tiles(network, patch, path)
-                times.append(time.perf_counter() - start)
-        except Exception as error:  # noqa: BLE001 - a lever this network cannot take is not a candidate
-            if name == "nnunet":
-                raise
-            left_out[name] = str(error).splitlines()[0] if str(error) else type(error).__name__
-            continue
-        seconds[name] = min(times) / tile_workers(path)
-        build[name] = getattr(network, "build_seconds", 0.0)
-        if path.built_per_fold:
-            built[_build_kind(path)] = network
-    difference = {name: float((out - outputs["nnunet"]).abs().max()) for name, out in outputs.items()}
-    choice = PathChoice(CPU_PATHS["nnunet"], seconds, build, difference, forwards, len(predictor.list_of_parameters),
-                        tolerance, left_out)
-    choice.path = choice.fastest_exact()
-    chosen = built.get(_build_kind(choice.path))
-    del network
-    built.clear()
-    use_path(predictor, choice.path, chosen)
-    _return_freed_memory()
-    return choice
-
-
-def remembered_or_chosen_cpu_path(predictor: CpuPredictor, forwards: int, checkpoint: Path,
-                                  tolerance: float = DEFAULT_TOLERANCE) -> PathChoice:
-    """``choose_cpu_path``, measured once per model fold and machine: the measurements that ``path_memory`` kept for
-    the same first fold's ``checkpoint``, plans, patch, machine and software are reused (no path measured; only
-    the chosen one is built, when the prediction starts); otherwise measured now and kept."""
-    patch = _example_patch(predictor)
-    plans = checkpoint.parent.parent / "plans.json"
-    candidates = [name for name, path in CPU_PATHS.items() if path.exact]
-    key = path_memory.memory_key(checkpoint, plans, patch.shape[2:], patch.shape[1], tolerance, candidates)
-    measured = path_memory.recall(key)
-    if measured is None:
-        choice = choose_cpu_path(predictor, forwards, tolerance)
-        problem = path_memory.remember(key, choice.measurements())
-        choice.remembered = (f"not remembered ({problem})" if problem else
-                             f"measured now, remembered in {path_memory.memory_file()}")
-        return choice
-    choice = PathChoice(CPU_PATHS["nnunet"], measured["seconds_per_tile"], measured["build_seconds"],
-                        measured["max_abs_difference"], forwards, len(predictor.list_of_parameters), tolerance,
-                        measured["left_out"], remembered=f"measured {measured['measured_at']} as remembered in "
-                                                         f"{path_memory.memory_file()} (delete it to measure again)")
-    choice.path = choice.fastest_exact()
-    use_path(predictor, choice.path, load=False)  # built while nnU-Net's workers preprocess the first case
-    return choice
-
-
-def _return_freed_memory() -> None:
-    """Hands the free heap back to the system (glibc's malloc_trim). What the paths measured and not taken leave
-    freed stays resident otherwise: ~300 MB for the student at 32x128x128, under the prediction's peak."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def _example_patch(predictor) -> torch.Tensor:
+def example_patch(predictor) -> torch.Tensor:
     channels = determine_num_input_channels(predictor.plans_manager, predictor.configuration_manager,
                                             predictor.dataset_json)
     patch = [int(p) for p in predictor.configuration_manager.patch_size]
@@ -402,43 +274,3 @@ def tile_forwards(predictor, cases: Sequence[Sequence[str]]) -> int:
         tiles += slices * int(np.prod([len(axis_steps) for axis_steps in steps]))
     mirror_axes = predictor.allowed_mirroring_axes if predictor.use_mirroring else None
     return tiles * 2 ** len(mirror_axes or ())
-
-
-def predict_on_cpu(model_folder: Path, folds, checkpoint: str, input_folder: str, output_folder: str,
-                   save_probabilities: bool, tta: bool, processes: int, path: str = "auto",
-                   tolerance: float = DEFAULT_TOLERANCE, log=print, times: Optional[StageTimes] = None,
-                   step_size: float = DEFAULT_STEP_SIZE, mirror_axes: Optional[Sequence[int]] = None) -> None:
-    """What ``nnUNetv2_predict -device cpu`` does (nnU-Net's predictor, Gaussian weighting, the same files written),
-    along ``path``: a name of ``CPU_PATHS``, or ``auto`` for ``choose_cpu_path``'s pick among the exact ones.
-    ``step_size`` is nnU-Net's tile step (``-step_size``); ``mirror_axes``, with ``tta``, the model's mirroring
-    axes to use (default: all it allows). ``processes`` workers preprocess and export, no more than there are cases
-    (nnU-Net caps only the preprocessing workers so; each worker imports PyTorch and nnU-Net, seconds of CPU beside
-    the forwards). ``times`` (one of this thread's) receives the seconds per stage."""
-    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
-
-    predictor = CpuPredictor(tile_step_size=step_size, use_gaussian=True, use_mirroring=tta,
-                             perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
-    times = predictor.stage_times = times or predictor.stage_times
-    with times.stage("initialise"):
-        predictor.initialize_from_trained_model_folder(str(model_folder), tuple(folds), checkpoint)
-    if tta and mirror_axes is not None:  # checked against the model's axes by teachformer predict
-        predictor.allowed_mirroring_axes = tuple(mirror_axes)
-    cases = create_lists_from_splitted_dataset_folder(str(input_folder), predictor.dataset_json["file_ending"])
-    if path == "auto":
-        with times.stage("path_choice"):
-            first_fold = Path(model_folder) / f"fold_{folds[0]}" / checkpoint
-            log(remembered_or_chosen_cpu_path(predictor, tile_forwards(predictor, cases) * len(folds), first_fold,
-                                              tolerance).summary())
-    else:
-        use_path(predictor, CPU_PATHS[path], load=False)  # built while nnU-Net's workers preprocess the first case
-        log(f"CPU path: {path} ({CPU_PATHS[path].description}), as asked")
-        if CPU_PATHS[path].precision == "bf16":
-            from nnunet_teachformer.inference.openvino_engine import cpu_has_bfloat16
-            if not cpu_has_bfloat16():
-                log("This CPU has no bfloat16 instructions (AVX512-BF16 or AMX): OpenVINO computes in float32, "
-                    "as the openvino path does.")
-    with times.stage("export_wait"):  # what the stages inside (preprocessing, sliding windows) leave
-        predictor.predict_from_files(str(input_folder), str(output_folder), save_probabilities=save_probabilities,
-                                     overwrite=True, num_processes_preprocessing=processes,
-                                     num_processes_segmentation_export=max(1, min(processes, len(cases))))
-

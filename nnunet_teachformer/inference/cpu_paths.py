@@ -51,7 +51,9 @@ LEVER_COSTS: Dict[str, str] = {
                      "of voxels differ), Dice to the labels +0.001",
     "step_size": "Measured: 0.75 made the forwards 1.6x faster, Dice 0.978 to the exact segmentation (0.08 % of "
                  "voxels differ), Dice to the labels -0.002; 1 (no overlap) 3.3x faster, Dice 0.963 (0.13 %), -0.005",
-    "mirror_axes": "MEASURED",
+    "mirror_axes": "Measured with mirroring: 1 2 made the forwards 2.1x faster, Dice 0.972 to the exact "
+                   "segmentation (0.10 % of voxels differ), Dice to the labels -0.006; 2 alone 4.6x faster, Dice "
+                   "0.959 (0.14 %), -0.010",
 }
 
 

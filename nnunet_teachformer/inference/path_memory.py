@@ -1,6 +1,6 @@
 """What ``teachformer predict --device cpu`` measured to choose its CPU path, remembered per model and machine.
 
-Auto's choice (``cpu_inference.choose_cpu_path``) runs each exact path on the model's first fold and builds each
+Auto's choice (``path_choice.choose_cpu_path``) runs each exact path on the model's first fold and builds each
 engine: 10-30 s on a real-size model, every call. What it measured (seconds per tile, build seconds, each path's
 logit difference to nnU-Net's own) depends only on the fold's weights, the patch, the machine and the software,
 so it is kept in a small JSON file (``memory_file``) under a key of exactly those facts, and the next call with

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from nnunet_teachformer.errors import TeachFormerError
-from nnunet_teachformer.inference.cpu_paths import DEFAULT_STEP_SIZE
+from nnunet_teachformer.inference.cpu_paths import DEFAULT_STEP_SIZE, DEFAULT_TOLERANCE
+from nnunet_teachformer.inference.stage_times import StageTimes
 from nnunet_teachformer.nnunet_paths import (Fold, check_folds, check_not_raw_data, model_folder, refuse_replacing,
                                              resolve_dataset, train_command, trained_folds)
 
@@ -178,7 +179,6 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
     that test-time augmentation uses (default all; nnUNetv2_predict has no such choice, so a GPU refuses it)."""
     import json
 
-    from nnunet_teachformer.inference.stage_times import StageTimes
     if stage_times:
         refuse_replacing([stage_times], overwrite, "--stage-times")
     if mirror_axes is not None and device != "cpu":
@@ -238,8 +238,6 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
     pp_file = postprocessing_file(model, folds) if postprocessing else None
     try:
         if device == "cpu":
-            with times.stage("imports"):
-                from nnunet_teachformer.inference.cpu_inference import predict_on_cpu
             predict_on_cpu(model, folds, checkpoint, input_folder, output_folder, save_probabilities, tta,
                            processes or 3, cpu_path, times=times, step_size=step_size, mirror_axes=mirror_axes)
         else:
@@ -271,3 +269,49 @@ def predict(input_folder: str, output_folder: str, dataset_id, folds: Sequence[F
         times.write(stage_times)
         spent = ", ".join(f"{name} {s:.1f}" for name, s in times.seconds.items() if s >= 0.05)
         print(f"Seconds per stage ({stage_times}): {spent}", flush=True)
+
+
+def predict_on_cpu(model_folder: Path, folds, checkpoint: str, input_folder: str, output_folder: str,
+                   save_probabilities: bool, tta: bool, processes: int, path: str = "auto",
+                   tolerance: float = DEFAULT_TOLERANCE, log=print, times: Optional[StageTimes] = None,
+                   step_size: float = DEFAULT_STEP_SIZE, mirror_axes: Optional[Sequence[int]] = None) -> None:
+    """What ``nnUNetv2_predict -device cpu`` does (nnU-Net's predictor, Gaussian weighting, the same files written),
+    along ``path``: a name of ``CPU_PATHS``, or ``auto`` for ``path_choice``'s pick among the exact ones.
+    ``step_size`` is nnU-Net's tile step (``-step_size``); ``mirror_axes``, with ``tta``, the model's mirroring
+    axes to use (default: all it allows). ``processes`` workers preprocess and export, no more than there are cases
+    (nnU-Net caps only the preprocessing workers so; each worker imports PyTorch and nnU-Net, seconds of CPU beside
+    the forwards). ``times`` (one of this thread's) receives the seconds per stage."""
+    times = times or StageTimes()
+    with times.stage("imports"):
+        import torch
+        from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+
+        from nnunet_teachformer.inference.cpu_inference import CpuPredictor, tile_forwards, use_path
+        from nnunet_teachformer.inference.cpu_paths import CPU_PATHS
+        from nnunet_teachformer.inference.path_choice import remembered_or_chosen_cpu_path
+
+    predictor = CpuPredictor(tile_step_size=step_size, use_gaussian=True, use_mirroring=tta,
+                             perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.stage_times = times
+    with times.stage("initialise"):
+        predictor.initialize_from_trained_model_folder(str(model_folder), tuple(folds), checkpoint)
+    if tta and mirror_axes is not None:  # checked against the model's axes by teachformer predict
+        predictor.allowed_mirroring_axes = tuple(mirror_axes)
+    cases = create_lists_from_splitted_dataset_folder(str(input_folder), predictor.dataset_json["file_ending"])
+    if path == "auto":
+        with times.stage("path_choice"):
+            first_fold = Path(model_folder) / f"fold_{folds[0]}" / checkpoint
+            log(remembered_or_chosen_cpu_path(predictor, tile_forwards(predictor, cases) * len(folds), first_fold,
+                                              tolerance).summary())
+    else:
+        use_path(predictor, CPU_PATHS[path], load=False)  # built while nnU-Net's workers preprocess the first case
+        log(f"CPU path: {path} ({CPU_PATHS[path].description}), as asked")
+        if CPU_PATHS[path].precision == "bf16":
+            from nnunet_teachformer.inference.openvino_engine import cpu_has_bfloat16
+            if not cpu_has_bfloat16():
+                log("This CPU has no bfloat16 instructions (AVX512-BF16 or AMX): OpenVINO computes in float32, "
+                    "as the openvino path does.")
+    with times.stage("export_wait"):  # what the stages inside (preprocessing, sliding windows) leave
+        predictor.predict_from_files(str(input_folder), str(output_folder), save_probabilities=save_probabilities,
+                                     overwrite=True, num_processes_preprocessing=processes,
+                                     num_processes_segmentation_export=max(1, min(processes, len(cases))))
