@@ -226,7 +226,7 @@ def use_path(predictor: CpuPredictor, path: CpuPath, built: Optional[PathNetwork
             predictor.network.take_builds(built)
     predictor.cpu_path = path
     if load:
-        predictor.network.load_state_dict(predictor.list_of_parameters[0])  # the dict nnU-Net loads for fold 1
+        predictor.network.load_state_dict(predictor.list_of_parameters[0])  # the first fold's, as nnU-Net passes it
 
 
 def example_patch(predictor) -> torch.Tensor:
