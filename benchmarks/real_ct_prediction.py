@@ -15,14 +15,15 @@ Settings, each command a fresh process:
 
 * ``fold0`` (fold 0, no mirroring): ``teachformer predict --device cpu`` (its defaults: auto path, exact) twice,
   first measuring the CPU paths, then with what it measured remembered (``inference.path_memory``, kept in
-  ``--workdir`` here), the same with ``--cpu-path nnunet`` (nnU-Net's own predictor and network as ``nnUNetv2_predict`` runs them, timed
-  stage by stage), ``nnUNetv2_predict -device cpu`` itself (wall time and memory only), and ``teachformer
-  predict`` with the inexact levers of ``SPEED_LEVERS``;
+  ``--workdir`` here); the same with ``--cpu-path nnunet`` (nnU-Net's own predictor and network as
+  ``nnUNetv2_predict`` runs them, timed stage by stage); ``nnUNetv2_predict -device cpu`` itself (wall time and
+  memory only); and ``teachformer predict`` with the inexact levers of ``SPEED_LEVERS``;
 * ``folds5_tta`` (five folds, mirroring): ``teachformer predict`` with ``SPEED_LEVERS`` and ``TTA_LEVERS`` only
   (nnU-Net's own takes ~40 times its fold-0 time here: hours);
 * ``levers``: what each inexact lever (``LEVERS``) costs in agreement, on the trained fold 0 and fold 0's
   validation cases (held out of its training; their mirror-image siblings were not): each lever's segmentation
-  against the exact one (Dice of the bone label, voxels that differ) and both against the labels.
+  against the exact one (Dice of the bone label, voxels that differ) and both against the labels; the mirror
+  levers (``MIRROR_LEVERS``) with mirroring, on the first of those cases (8 forwards per tile).
 
 Per run: wall seconds per scan; the predicting thread's seconds per
 stage (``teachformer predict --stage-times``, ``nnunet_teachformer.inference.stage_times.STAGES``) plus
