@@ -81,12 +81,29 @@ def test_each_path_gives_nnunets_logits_for_every_fold(predictor, volume, expect
     with torch.inference_mode():
         assert (predictor.network(patch) - predictor.network.network(patch)).abs().max() <= DEFAULT_TOLERANCE
     if CPU_PATHS[path].built_per_fold:  # one build per fold (trace, OpenVINO model), reused for the next case
-        assert len(predictor.network._built) == 2
-        predictor.predict_logits_from_preprocessed_data(volume)
-        assert len(predictor.network._built) == 2
+        compiled = 1 if CPU_PATHS[path].engine == "openvino" else 2  # OpenVINO: the fold at work only
+        assert len(predictor.network._built) == compiled
+        builds = len(predictor.stage_times.builds)
+        got = predictor.predict_logits_from_preprocessed_data(volume).float()
+        assert len(predictor.network._built) == compiled
+        assert len(predictor.stage_times.builds) - builds == (2 if compiled == 1 else 0)  # OpenVINO: imports
+        assert_same_segmentation(got, expected)
 
 
-def test_openvino_holds_activation_buffers_for_the_fold_at_work_only(predictor, volume, monkeypatch):
+def test_openvino_imports_the_folds_not_at_work_again(predictor, volume):
+    use_path(predictor, CPU_PATHS["openvino"])  # builds fold 0, or imports it from build_cache
+    predictor.predict_logits_from_preprocessed_data(volume)  # fold 0, then fold 1
+    fold1, = predictor.network._built.values()
+    from_disk = predictor.stage_times.builds_from_disk
+    predictor.predict_logits_from_preprocessed_data(volume)  # the next case: fold 0 again, then fold 1
+    assert predictor.stage_times.builds_from_disk - from_disk == 2
+    assert list(predictor.network._built.values()) != [fold1]  # fold 1 imported anew, not kept compiled
+
+
+def test_openvino_holds_activation_buffers_for_the_fold_at_work_only(predictor, volume, monkeypatch, tmp_path):
+    """Where build_cache cannot keep the compiled folds, each stays compiled and gives up its buffers instead."""
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv(path_memory.MEMORY_ENV, str(tmp_path / "a_file"))
     use_path(predictor, CPU_PATHS["openvino"])  # builds fold 0
     released = []
     monkeypatch.setattr(OpenVinoNetwork, "release_memory", lambda network: released.append(network))
@@ -110,18 +127,25 @@ def two_threads():
 def test_tiles_come_from_one_thread_per_core(predictor, volume, expected, path, two_threads, monkeypatch,
                                             usable_cores):
     use_path(predictor, CPU_PATHS[path])
-    calls = []
-    forward = predictor.network.forward
+    calls, windows = [], []
+    forward, window = predictor.network.forward, predictor.predict_sliding_window_return_logits
 
     def recording(x):
-        calls.append((threading.get_ident(), torch.get_num_threads()))
+        calls.append((len(windows), threading.get_ident(), torch.get_num_threads()))
         return forward(x)
 
+    def counting(*args, **kwargs):
+        windows.append(1)
+        return window(*args, **kwargs)
+
     monkeypatch.setattr(predictor.network, "forward", recording)
+    monkeypatch.setattr(predictor, "predict_sliding_window_return_logits", counting)
     got = predictor.predict_logits_from_preprocessed_data(volume).float()
     forwards = 2 * 2 * 8  # folds x tiles x mirrorings
-    assert len(calls) == forwards and {n for _, n in calls} == {1}
-    assert len({thread for thread, _ in calls}) == 2 and threading.get_ident() not in {t for t, _ in calls}
+    assert len(calls) == forwards and {n for _, _, n in calls} == {1}
+    for fold in (1, 2):  # each fold's sliding window: its tiles from two threads, neither the caller's
+        threads = {thread for window_number, thread, _ in calls if window_number == fold}
+        assert len(threads) == 2 and threading.get_ident() not in threads
     assert torch.get_num_threads() == 2  # the caller's threads are untouched
     assert_same_segmentation(got, expected)
     if CPU_PATHS[path].engine == "openvino":  # which computes each tile on both cores, where it may use two

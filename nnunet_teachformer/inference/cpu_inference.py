@@ -23,6 +23,7 @@ once-per-fold build included). ``openvino_bf16`` (OpenVINO in bfloat16) is not e
 for, as do the inexact tile step and mirror axes of ``predict_on_cpu``. onnxruntime is measured by
 benchmarks/inference.py but is not a path: it is slower than ``openvino``.
 """
+import copy
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -46,8 +47,8 @@ CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # by tensor
 class PathNetwork(nn.Module):
     """Stands in for the network in nnU-Net's predictor and runs it along ``path``. nnU-Net loads each fold's
     weights with ``load_state_dict`` before every case; along a path whose engine builds the network (a frozen
-    trace, an OpenVINO model), each fold's is built the first time its weights arrive and reused after; the builds
-    are timed into ``times``."""
+    trace, an OpenVINO model), each fold's is built the first time its weights arrive and reused after (OpenVINO:
+    imported again from ``build_cache``); the builds are timed into ``times``."""
 
     def __init__(self, network: nn.Module, path: CpuPath, example: torch.Tensor, times: Optional[StageTimes] = None):
         super().__init__()
@@ -61,7 +62,12 @@ class PathNetwork(nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         if self.path.engine == "openvino" and self._weights in self._built and self._weights != id(state_dict):
-            self._built[self._weights].release_memory()  # only the fold at work holds activation buffers
+            # only the fold at work stays compiled (~80 MB each): the others are imported again from build_cache
+            # when their turn comes (~0.2 s); where it could not keep them, they only give up activation buffers
+            if self._built[self._weights].kept:
+                del self._built[self._weights]
+            else:
+                self._built[self._weights].release_memory()
         self._weights = id(state_dict)  # nnU-Net passes the same dict of each fold for every case
         if not self.path.built_per_fold or self._weights not in self._built:
             result = self.network.load_state_dict(state_dict, strict=strict, assign=assign)
@@ -71,6 +77,7 @@ class PathNetwork(nn.Module):
                     self._built[self._weights] = self._build()
                 self.build_seconds += time.perf_counter() - start
                 self.times.builds.append(self.path.engine)
+                self.times.builds_from_disk += getattr(self._built[self._weights], "from_disk", False)
             return result
 
     def needs_build(self, state_dict) -> bool:
@@ -95,7 +102,10 @@ class PathNetwork(nn.Module):
             if self.path.engine == "openvino":
                 from nnunet_teachformer.inference.openvino_engine import OpenVinoNetwork
                 return OpenVinoNetwork(network, example, tile_workers(self.path), self.path.precision)
-            return torch.jit.optimize_for_inference(torch.jit.trace(network, example, check_trace=False))
+            # a trace shares the network's parameter tensors, and freezing keeps some of them (not every constant
+            # is copied): without its own copy, the next fold's load_state_dict would change this fold's trace
+            own = copy.deepcopy(network)
+            return torch.jit.optimize_for_inference(torch.jit.trace(own, example, check_trace=False))
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=self.memory_format)

@@ -1,19 +1,23 @@
-"""The ``openvino`` CPU path's engine: one fold's network converted by OpenVINO and compiled for this CPU.
+"""The ``openvino`` CPU paths' engine: one fold's network converted by OpenVINO and compiled for this CPU.
 
 OpenVINO's CPU plugin picks its own kernels and memory layouts for the whole graph and fuses what follows a
 convolution into it; on the student it ran about twice as fast as PyTorch's TorchScript paths
-(benchmarks/README.md). It is compiled with float32 inference precision: on CPUs with
-AMX or AVX512-BF16 OpenVINO would otherwise run in bfloat16, whose logits are not float32's. bfloat16 is
-``teachformer predict --precision bf16``'s inexact lever (its measured cost: ``cpu_paths.LEVERS``).
+(benchmarks/README.md). What it compiled is kept on disk for the next call (``build_cache``). It is compiled with
+float32 inference precision: on CPUs with AMX or AVX512-BF16 OpenVINO would otherwise run in bfloat16, whose
+logits are not float32's. bfloat16 is the ``openvino_bf16`` path, an inexact lever (its measured cost:
+``cpu_paths.LEVER_COSTS``).
 """
 import contextlib
 import copy
 import ctypes
 import threading
+import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from nnunet_teachformer.inference import build_cache
 from nnunet_teachformer.optional_imports import optional_import
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
@@ -115,16 +119,29 @@ class OpenVinoNetwork:
     def __init__(self, network: nn.Module, example: torch.Tensor, threads: int, precision: str = "f32"):
         ov = _openvino()
         self.shape = tuple(example.shape)
+        config = {"INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads}
+        key = build_cache.blob_key(network, self.shape, precision, threads, Path(__file__))
+        core = ov.Core()
+        self.compiled = build_cache.load(key, core, config)
+        self.from_disk = self.kept = self.compiled is not None  # kept: the next build of these weights imports it
+        if not self.from_disk:
+            self.compiled = self._compiled(ov, core, network, example, config)
+            problem = build_cache.store(key, self.compiled)
+            self.kept = problem is None
+            if problem:
+                warnings.warn(f"the compiled network could not be kept in {build_cache.blob_folder()} ({problem}); "
+                              f"the next prediction builds it again", RuntimeWarning, stacklevel=2)
+        self._request = self.compiled.create_infer_request()
+        self._turn = threading.Lock()
+
+    @staticmethod
+    def _compiled(ov, core, network: nn.Module, example: torch.Tensor, config: dict):
         with _freed_blocks_returned():
             with torch.no_grad():  # from a TorchScript trace: OpenVINO's own tracing of the module takes twice as long
                 traced = torch.jit.trace(_accurate_norms(network), example, check_trace=False)
-                model = ov.convert_model(traced, example_input=example, input=[self.shape])
+                model = ov.convert_model(traced, example_input=example, input=[tuple(example.shape)])
             del traced
-            self.compiled = ov.Core().compile_model(model, "CPU", {
-                "INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads})
-            del model
-        self._request = self.compiled.create_infer_request()
-        self._turn = threading.Lock()
+            return core.compile_model(model, "CPU", config)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape) != self.shape:

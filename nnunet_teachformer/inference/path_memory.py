@@ -20,9 +20,13 @@ MEMORY_ENV = "TEACHFORMER_CACHE_DIR"  # where the file lives; default ~/.cache/n
 KEPT = 64  # newest entries kept
 
 
+def cache_folder() -> Path:
+    """Where teachformer keeps what it measured or built on this machine (also ``build_cache``'s networks)."""
+    return Path(os.environ.get(MEMORY_ENV) or Path.home() / ".cache" / "nnunet_teachformer")
+
+
 def memory_file() -> Path:
-    folder = os.environ.get(MEMORY_ENV) or Path.home() / ".cache" / "nnunet_teachformer"
-    return Path(folder) / "cpu_path_choices.json"
+    return cache_folder() / "cpu_path_choices.json"
 
 
 def cpu_name() -> str:

@@ -18,7 +18,8 @@ STAGES: Dict[str, str] = {
     "checks": "teachformer's checks of the checkpoints (each loaded once) and input images (each read once)",
     "initialise": "nnU-Net's predictor built: plans, network, every fold's weights loaded",
     "path_choice": "auto: each CPU path run on a random patch and timed (its build is in 'build')",
-    "build": "a network traced or converted and compiled for a fold's weights (path choice and prediction)",
+    "build": "a network traced or converted and compiled for a fold's weights (path choice and prediction), or "
+             "imported as compiled by an earlier call",
     "preprocessing_wait": "waiting for nnU-Net's preprocessing workers: their start, reading and preprocessing",
     "fold_switch": "a fold's weights loaded into the network before its sliding window, the folds' sum",
     "aggregation": "sliding window around the forwards: padding, cutting tiles, Gaussian weights, float16 sums",
@@ -49,6 +50,7 @@ class StageTimes:
         self.seconds: Dict[str, float] = {name: 0.0 for name in STAGES}
         self.tile_forwards = 0
         self.builds: List[str] = []  # the engine of each build, in order
+        self.builds_from_disk = 0  # of them, compiled networks imported from ``build_cache``
         self._thread = threading.get_ident()
         self._open: List[List] = []  # [name, start, seconds spent in inner stages]
         self._lock = threading.Lock()
@@ -79,6 +81,7 @@ class StageTimes:
         return {"started_at": self.started_at, "finished_at": time.time(),
                 "seconds": {name: round(s, 4) for name, s in self.seconds.items()},
                 "tile_forwards": self.tile_forwards, "builds": list(self.builds),
+                "builds_from_disk": self.builds_from_disk,
                 "peak_resident_bytes": peak_resident_bytes(), "stages": STAGES}
 
     def write(self, path: str) -> None:
