@@ -7,7 +7,9 @@ with status 130. Every flag that mirrors one of
 nnU-Net's commands also takes nnU-Net's spelling (``NNUNET_SPELLINGS``), hidden from the help.
 """
 import argparse
+import atexit
 import copy
+import os
 import sys
 
 from nnunet_teachformer.errors import TeachFormerError
@@ -505,5 +507,18 @@ def main(argv=None) -> int:
     return 0
 
 
+def console_main() -> None:
+    """The ``teachformer`` console script: ``main``, then its exit. After ``teachformer predict`` (whose own threads
+    have all ended by then) the exit handlers run and the process ends without Python's teardown of every module it
+    imported (PyTorch, OpenVINO, nnU-Net: ~2 s after each prediction had ended, benchmarks/README.md)."""
+    code = main()
+    if sys.argv[1:2] == ["predict"]:
+        atexit._run_exitfuncs()  # what sys.exit would run: multiprocessing's and logging's clean-up included
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

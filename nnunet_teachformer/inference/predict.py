@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence
 from nnunet_teachformer.errors import TeachFormerError
 from nnunet_teachformer.inference.cpu_paths import DEFAULT_STEP_SIZE, DEFAULT_TOLERANCE
 from nnunet_teachformer.inference.stage_times import StageTimes
+from nnunet_teachformer.inference.worker_start import nnunet_workers_forked, start_fork_server
 from nnunet_teachformer.nnunet_paths import (Fold, check_folds, check_not_raw_data, model_folder, refuse_replacing,
                                              resolve_dataset, train_command, trained_folds)
 
@@ -282,6 +283,7 @@ def predict_on_cpu(model_folder: Path, folds, checkpoint: str, input_folder: str
     (nnU-Net caps only the preprocessing workers so; each worker imports PyTorch and nnU-Net, seconds of CPU beside
     the forwards). ``times`` (one of this thread's) receives the seconds per stage."""
     times = times or StageTimes()
+    start_fork_server()  # imports what nnU-Net's workers run, on the other core, while this process imports its own
     with times.stage("imports"):
         import torch
         from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
@@ -311,7 +313,7 @@ def predict_on_cpu(model_folder: Path, folds, checkpoint: str, input_folder: str
             if not cpu_has_bfloat16():
                 log("This CPU has no bfloat16 instructions (AVX512-BF16 or AMX): OpenVINO computes in float32, "
                     "as the openvino path does.")
-    with times.stage("export_wait"):  # what the stages inside (preprocessing, sliding windows) leave
+    with times.stage("export_wait"), nnunet_workers_forked():  # what the stages inside (preprocessing, ...) leave
         predictor.predict_from_files(str(input_folder), str(output_folder), save_probabilities=save_probabilities,
                                      overwrite=True, num_processes_preprocessing=processes,
                                      num_processes_segmentation_export=max(1, min(processes, len(cases))))
