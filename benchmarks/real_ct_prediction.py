@@ -14,12 +14,14 @@ it is cached in ``--workdir``.
 Settings, each command a fresh process:
 
 * ``fold0`` (fold 0, no mirroring): ``teachformer predict --device cpu`` (its defaults: auto path, exact) twice,
-  first measuring the CPU paths, then with what it measured remembered (``inference.path_memory``, kept in
-  ``--workdir`` here); the same with ``--cpu-path nnunet`` (nnU-Net's own predictor and network as
+  first with nothing kept (``_first_call``: it measures the CPU paths and builds the fold), then with what the
+  first call measured and built kept (``inference.path_memory``, ``inference.build_cache``; in ``--workdir``
+  here), as every later call runs; the same with ``--cpu-path nnunet`` (nnU-Net's own predictor and network as
   ``nnUNetv2_predict`` runs them, timed stage by stage); ``nnUNetv2_predict -device cpu`` itself (wall time and
-  memory only); and ``teachformer predict`` with the inexact levers of ``SPEED_LEVERS``;
-* ``folds5_tta`` (five folds, mirroring): ``teachformer predict`` with ``SPEED_LEVERS`` and ``TTA_LEVERS`` only
-  (nnU-Net's own takes ~40 times its fold-0 time here: hours);
+  memory only); and ``teachformer predict`` with the inexact levers of ``SPEED_LEVERS``, a first call and a later
+  one;
+* ``folds5_tta`` (five folds, mirroring): ``teachformer predict`` with ``SPEED_LEVERS`` and ``TTA_LEVERS`` only,
+  a first call and a later one (nnU-Net's own takes ~40 times its fold-0 time here: hours);
 * ``levers``: what each inexact lever (``LEVERS``) costs in agreement, on the trained fold 0 and fold 0's
   validation cases (held out of its training; their mirror-image siblings were not): each lever's segmentation
   against the exact one (Dice of the bone label, voxels that differ) and both against the labels; the mirror
@@ -270,6 +272,7 @@ def run(command: list, out: Path) -> dict:
                                 exit=result["ended_at"] - stages["finished_at"])
         result["stages"]["unaccounted"] = result["wall_s"] - sum(result["stages"].values())
         result["tile_forwards"], result["builds"] = stages["tile_forwards"], stages["builds"]
+        result["builds_from_disk"] = stages["builds_from_disk"]
         result["predictor_peak_resident_bytes"] = stages["peak_resident_bytes"]
     chosen = [line for line in log.splitlines() if line.startswith("CPU path: ")]
     result["cpu_path"] = chosen[0][len("CPU path: "):].split(" ")[0] if chosen else None
@@ -306,13 +309,14 @@ def run_labelled(label: str, command: list, out_root: Path, scans: int, gflops: 
 
 def measure_setting(setting: str, trainer: str, images: Path, scans: int, gflops: float, root: Path) -> dict:
     folds, tta = SETTINGS[setting]
-    commands = {"teachformer_levers": predict_command(images, trainer, folds, tta, *SPEED_LEVERS,
-                                                      *(TTA_LEVERS if tta else []))}
+    # the first call of a command measures the CPU paths (auto) and builds the folds; the next ones reuse both
+    shutil.rmtree(os.environ[MEMORY_ENV], ignore_errors=True)
+    levers = predict_command(images, trainer, folds, tta, *SPEED_LEVERS, *(TTA_LEVERS if tta else []))
+    commands = {"teachformer_levers_first_call": levers, "teachformer_levers": levers}
     if setting == "fold0":
-        shutil.rmtree(os.environ[MEMORY_ENV], ignore_errors=True)  # the first call measures the paths ...
         commands = {
+            "teachformer_first_call": predict_command(images, trainer, folds, tta),
             "teachformer": predict_command(images, trainer, folds, tta),
-            "teachformer_remembered": predict_command(images, trainer, folds, tta),  # ... the next ones do not
             "teachformer_nnunet_path": predict_command(images, trainer, folds, tta, "--cpu-path", "nnunet"),
             "nnUNetv2_predict": [executable("nnUNetv2_predict"), "-i", str(images), "-d", str(DATASET_ID), "-tr",
                                  trainer, "-p", PLANS, "-c", CONFIGURATION, "-f", *map(str, folds), "-device", "cpu",
@@ -462,11 +466,13 @@ def main(argv=None) -> int:
                        speedup_vs_nnunetv2_predict=nnunet / fold0["teachformer"]["wall_s"],
                        teachformer_levers_s_per_scan=fold0["teachformer_levers"]["seconds_per_scan"],
                        speedup_with_levers_vs_nnunetv2_predict=nnunet / fold0["teachformer_levers"]["wall_s"])
+        payload["speedup_first_call_vs_nnunetv2_predict"] = nnunet / fold0["teachformer_first_call"]["wall_s"]
         outside = fold0["teachformer"]["wall_s"] - fold0["teachformer"]["stages"]["forwards"]
         summary.append(f"fold 0: teachformer {payload['teachformer_s_per_scan']:.1f} s per scan (path "
                        f"{fold0['teachformer']['cpu_path']}, {outside:.1f} s outside the forwards), nnUNetv2_predict "
-                       f"{payload['nnunet_s_per_scan']:.1f}, speedup {payload['speedup_vs_nnunetv2_predict']:.2f}; "
-                       f"with levers {payload['teachformer_levers_s_per_scan']:.1f} s per scan, speedup "
+                       f"{payload['nnunet_s_per_scan']:.1f}, speedup {payload['speedup_vs_nnunetv2_predict']:.2f} "
+                       f"(first call {payload['speedup_first_call_vs_nnunetv2_predict']:.2f}); with levers "
+                       f"{payload['teachformer_levers_s_per_scan']:.1f} s per scan, speedup "
                        f"{payload['speedup_with_levers_vs_nnunetv2_predict']:.2f}")
     folds5 = payload["settings_results"].get("folds5_tta", {}).get("runs")
     if folds5:
