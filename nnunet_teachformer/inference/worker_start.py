@@ -1,13 +1,13 @@
 """nnU-Net's prediction workers started from a fork server instead of as fresh interpreters.
 
 nnU-Net starts its preprocessing workers and its export pool with the ``spawn`` method: each is a new Python that
-imports PyTorch and nnU-Net before it does anything, 2-3 s of CPU per worker, three of them at the start of a
-prediction, while the first case waits to be preprocessed. ``start_fork_server`` starts Python's ``forkserver``
-once, early (it imports those modules beside the predict command's own imports), and within
-``nnunet_workers_forked`` nnU-Net's inference modules get that method where they ask for ``spawn``: each worker is
-then a fork of the server, a clean single-threaded process that has imported what the worker runs. What the
-workers receive and do is unchanged (arguments are pickled as with spawn). Where the platform has no forkserver
-(Windows), nnU-Net's spawn is left as it is.
+imports PyTorch and nnU-Net before it does anything, 2-3 s of CPU per worker (four of them for two cases with
+``teachformer predict``'s defaults), at the start of a prediction, while the first case waits to be preprocessed.
+``start_fork_server`` starts Python's ``forkserver`` once, early (it imports those modules beside the predict
+command's own imports), and within ``nnunet_workers_forked`` nnU-Net's inference modules get that method where
+they ask for ``spawn``: each worker is then a fork of the server, a clean single-threaded process that has
+imported what the worker runs. What the workers receive and do is unchanged (arguments are pickled as with
+spawn). Where the platform has no forkserver (Windows), nnU-Net's spawn is left as it is.
 """
 import contextlib
 import multiprocessing
