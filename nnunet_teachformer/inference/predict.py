@@ -280,8 +280,8 @@ def predict_on_cpu(model_folder: Path, folds, checkpoint: str, input_folder: str
     along ``path``: a name of ``CPU_PATHS``, or ``auto`` for ``path_choice``'s pick among the exact ones.
     ``step_size`` is nnU-Net's tile step (``-step_size``); ``mirror_axes``, with ``tta``, the model's mirroring
     axes to use (default: all it allows). ``processes`` workers preprocess and export, no more than there are cases
-    (nnU-Net caps only the preprocessing workers so; each worker imports PyTorch and nnU-Net, seconds of CPU beside
-    the forwards). ``times`` (one of this thread's) receives the seconds per stage."""
+    (nnU-Net caps only the preprocessing workers so), each forked from ``worker_start``'s server. ``times`` (one
+    of this thread's) receives the seconds per stage."""
     times = times or StageTimes()
     start_fork_server()  # imports what nnU-Net's workers run, on the other core, while this process imports its own
     with times.stage("imports"):
