@@ -1,5 +1,5 @@
 """`openvino_engine`: the openvino CPU path keeps PyTorch's float32 logits where OpenVINO's own instance norm does
-not, refuses a tile it was not compiled for, and lets callers from several threads take turns."""
+not, refuses a tile it was not compiled for, and runs the tiles of several threads at once, one stream each."""
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -47,20 +47,23 @@ def test_a_tile_of_another_shape_is_refused():
         network(torch.zeros(1, 1, 8, 8, 16))
 
 
-def test_calls_from_two_threads_take_turns_on_one_stream_of_all_threads(usable_cores):
+def test_two_threads_get_a_stream_each_and_their_own_tiles_logits(usable_cores):
     network = OpenVinoNetwork(nn.Conv3d(1, 2, 3, padding=1).eval(), torch.zeros(1, 1, 16, 16, 16), threads=2)
-    assert network.compiled.get_property("NUM_STREAMS") == 1
+    # as many streams as threads, one thread each (OpenVINO gives a process on one core one of each)
+    assert network.compiled.get_property("NUM_STREAMS") == min(2, usable_cores)
     assert network.compiled.get_property("INFERENCE_NUM_THREADS") == min(2, usable_cores)
-    tiles = [torch.randn((1, 1, 16, 16, 16), generator=torch.Generator().manual_seed(i)) for i in range(8)]
+    tiles = [torch.randn((1, 1, 16, 16, 16), generator=torch.Generator().manual_seed(i)) for i in range(16)]
     alone = [network(t) for t in tiles]
-    with ThreadPoolExecutor(2) as pool:  # one infer request: without turns the calls would take each other's output
+    with ThreadPoolExecutor(2) as pool:  # two requests reused by turns: a mix-up would hand one tile another's output
         together = list(pool.map(network, tiles))
     assert all(torch.equal(a, b) for a, b in zip(alone, together))
+    assert network._requests.qsize() == 2  # every request handed back
 
 
 def test_released_buffers_come_back_with_the_next_tile():
-    network = OpenVinoNetwork(nn.Conv3d(1, 2, 3, padding=1).eval(), torch.zeros(1, 1, 16, 16, 16), threads=1)
+    network = OpenVinoNetwork(nn.Conv3d(1, 2, 3, padding=1).eval(), torch.zeros(1, 1, 16, 16, 16), threads=2)
     tile = torch.randn((1, 1, 16, 16, 16), generator=torch.Generator().manual_seed(0))
     before = network(tile)
     network.release_memory()
     assert torch.equal(network(tile), before)
+    assert network._requests.qsize() == 2

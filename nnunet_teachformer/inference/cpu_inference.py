@@ -13,9 +13,9 @@ weighting and accumulation as they are:
 * ``tile_per_core``: the frozen trace, with the sliding window's tiles run side by side, one core each
   (``CpuPredictor``); the tiles are still summed in nnU-Net's order;
 * ``openvino``: the network converted by OpenVINO and compiled for this CPU in float32 (``openvino_engine``;
-  built once per fold, seconds, and kept on disk for later calls by ``build_cache``); it runs one tile at a time
-  on all cores while the next one is cut out and the last one's logits are summed. OpenVINO is the ``cpu``
-  extra: where it is not installed, auto leaves this path out and says so.
+  built once per fold, seconds, and kept on disk for later calls by ``build_cache``); it runs one tile per core,
+  an OpenVINO stream each, as ``tile_per_core`` does. OpenVINO is the ``cpu`` extra: where it is not installed,
+  auto leaves this path out and says so.
 
 ``path_choice`` measures each exact path on the model's own weights and patch, keeps those whose logits stay
 within ``tolerance`` of nnU-Net's own path, and takes the one that finishes the prediction at hand first (the

@@ -13,8 +13,7 @@ class CpuPath:
     channels_last: bool
     engine: str  # "pytorch" (eager), "torchscript" (traced, frozen, optimised) or "openvino" (converted, compiled)
     # the sliding window hands its tiles to the network from one thread per core instead of one after another
-    # (CpuPredictor): a PyTorch engine runs them side by side, one core each; OpenVINO one at a time on all cores,
-    # the next tile waiting while the last one's logits are summed
+    # (CpuPredictor), and runs them side by side, one core each (a PyTorch thread or an OpenVINO stream per core)
     threaded_tiles: bool
     description: str
     precision: str = "f32"  # the engine's arithmetic; "bf16" is an inexact lever, never taken by auto
@@ -37,8 +36,8 @@ CPU_PATHS: Dict[str, CpuPath] = {p.name: p for p in (
             "channels-last, traced, frozen and optimised for inference by TorchScript"),
     CpuPath("tile_per_core", True, "torchscript", True, "frozen, and as many tiles at a time as cores, one core each"),
     CpuPath("openvino", False, "openvino", True,
-            "converted by OpenVINO and compiled for this CPU in float32, one tile at a time on all cores, the next "
-            "one queued"),
+            "converted by OpenVINO and compiled for this CPU in float32, one tile per core at a time (an OpenVINO "
+            "stream each)"),
     CpuPath("openvino_bf16", False, "openvino", True,
             "openvino compiled in bfloat16 (fast where the CPU has AVX512-BF16 or AMX); not exact", "bf16"),
 )}
