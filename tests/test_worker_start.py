@@ -2,6 +2,7 @@
 `nnunet_workers_forked`, and `teachformer predict` ends with its exit handlers run, its output written and its
 status kept (end-to-end predictions through the console script: tests/test_e2e.py, tests/test_adopt.py)."""
 import multiprocessing
+import os
 import subprocess
 import sys
 
@@ -36,6 +37,33 @@ def test_nnunet_asks_for_spawn_and_gets_the_fork_server_only_within():
     for module in (data_iterators, predict_from_raw_data):
         assert module.multiprocessing is multiprocessing
         assert module.multiprocessing.get_context("spawn").get_start_method() == "spawn"
+
+
+def _put_huge_page_advice(queue) -> None:
+    import os
+
+    import numpy
+    queue.put((os.environ.get("NUMPY_MADVISE_HUGEPAGE"), numpy._core.multiarray._get_madvise_hugepage()))
+
+
+def test_workers_run_without_numpys_huge_page_advice_and_the_command_keeps_its_own(monkeypatch):
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    worker_start.start_fork_server()
+    assert "NUMPY_MADVISE_HUGEPAGE" not in os.environ  # set for the server only
+    with worker_start.nnunet_workers_forked():
+        context = data_iterators.multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        worker = context.Process(target=_put_huge_page_advice, args=(queue,))
+        worker.start()
+        assert queue.get(timeout=60) == ("0", False)
+        worker.join(timeout=60)
+
+
+def test_a_setting_of_ones_own_is_kept(monkeypatch):
+    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
+    with worker_start._environment(NUMPY_MADVISE_HUGEPAGE="0", TEACHFORMER_TEST_ONLY="x"):
+        assert os.environ["NUMPY_MADVISE_HUGEPAGE"] == "1" and os.environ["TEACHFORMER_TEST_ONLY"] == "x"
+    assert os.environ["NUMPY_MADVISE_HUGEPAGE"] == "1" and "TEACHFORMER_TEST_ONLY" not in os.environ
 
 
 def test_the_context_is_undone_when_the_prediction_fails():
